@@ -1,0 +1,74 @@
+"""The contract between a source type and the shared reading machinery.
+
+A connector knows one protocol: it opens one session (a connection, an open file) and pumps the
+bytes it receives into a ByteSink until the session ends. Everything else -- reconnecting with
+backoff, sessions and discontinuities, chunking, sequence numbers, checksums, stats, stopping on a
+duration or byte limit -- is shared and lives in `streamtap.io.runtime`, so a new source type is
+one small module.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Mapping, Protocol
+
+
+class SourceError(Exception):
+    """A session failed for a reason worth telling the user (bad status, malformed framing).
+
+    The message names the problem and, where there is one, what to do. The runtime logs it,
+    counts it in the stream's errors and reconnects with backoff.
+    """
+
+
+class PermanentSourceError(SourceError):
+    """A failure that retrying cannot fix (a file that does not exist, a bad URL scheme).
+
+    The runtime still retries (slowly: the file may appear), but reports it as an error every time.
+    """
+
+
+class ByteSink(Protocol):
+    """Where a connector delivers what it receives. Called only from the runtime's event loop."""
+
+    def write(self, data: bytes, whole: bool = False) -> None:
+        """Appends received bytes, in order.
+
+        whole=True keeps `data` inside one chunk (a UDP datagram): the current chunk is cut
+        before it if it would not fit.
+        """
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Sets session tags (content type, ICY stream title) for the bytes written from now on.
+
+        A change cuts the current chunk, so every chunk's tags are true for all of its bytes.
+        """
+
+    async def wait_for_room(self) -> None:
+        """Waits while the stream's buffer is full. Await it before each read (backpressure)."""
+
+
+class Connector(abc.ABC):
+    """Opens sessions of one configured stream. One instance per stream per worker process."""
+
+    #: True when the session ends by itself at the end of the data (a regular file), so the
+    #: default for `on_eof` is to stop rather than reconnect.
+    ends_at_eof: bool = False
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where this connector reads from, for logs and status lines (never include secrets)."""
+
+    @abc.abstractmethod
+    async def run_session(self, sink: ByteSink, resume_offset: int) -> None:
+        """Opens one session and writes everything it receives into `sink`.
+
+        Args:
+          sink: where to write the received bytes.
+          resume_offset: byte offset the capture of this stream has reached. Seekable sources
+            (regular files) continue from it; live sources ignore it.
+
+        Returns normally at a clean end of the data (EOF). Raises SourceError (or OSError,
+        asyncio.TimeoutError) when the session fails; the runtime then reconnects. Must stop
+        promptly when cancelled (asyncio.CancelledError).
+        """

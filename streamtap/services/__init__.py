@@ -1,0 +1,5 @@
+"""Real local services (Icecast, Kafka, ...) that streamtap starts for demos and tests.
+
+Each module exposes one class with `up()`, `down()` and `status()`; SERVICES maps the names
+`streamtap services up NAME` accepts to them.
+"""
