@@ -72,3 +72,6 @@ class Connector(abc.ABC):
         asyncio.TimeoutError) when the session fails; the runtime then reconnects. Must stop
         promptly when cancelled (asyncio.CancelledError).
         """
+
+    async def close(self) -> None:
+        """Releases what outlives single sessions (a listening socket). Called once at the end."""

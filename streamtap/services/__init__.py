@@ -3,3 +3,8 @@
 Each module exposes one class with `up()`, `down()` and `status()`; SERVICES maps the names
 `streamtap services up NAME` accepts to them.
 """
+
+from streamtap.services.icecast import IcecastService
+from streamtap.services.kafka import KafkaService
+
+SERVICES = {service.name: service for service in (KafkaService, IcecastService)}

@@ -1,0 +1,234 @@
+"""The `streamtap` command: validate, run, verify, reassemble, services, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if extra and args.command not in ("run", "demo"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.handler(args, extra)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamtap",
+        description="Capture raw binary streams into Parquet, Kafka or Kinesis with Apache Beam.",
+    )
+    parser.add_argument(
+        "--log-level", default="warning", help="debug, info, warning or error (default warning)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a config and reach its sinks")
+    validate.add_argument("config", help="pipeline YAML file")
+    validate.add_argument(
+        "--offline", action="store_true", help="check the file only; do not contact sinks"
+    )
+    validate.set_defaults(handler=_validate)
+
+    run = commands.add_parser(
+        "run",
+        help="run a capture",
+        description="Run a capture. Unknown options are passed to Beam (--runner=..., ...).",
+    )
+    run.add_argument("config", help="pipeline YAML file")
+    run.add_argument("--duration", type=float, help="seconds to capture; default: until Ctrl-C")
+    run.add_argument(
+        "--status-interval", type=float, default=10.0, help="seconds between status lines (0: off)"
+    )
+    run.set_defaults(handler=_run)
+
+    verify = commands.add_parser("verify", help="prove a capture has no unmarked gap")
+    verify.add_argument("location", help="capture directory or kafka://host:port/topic")
+    verify.add_argument("--stream", help="only this stream id")
+    verify.set_defaults(handler=_verify)
+
+    reassemble = commands.add_parser("reassemble", help="write one stream's bytes to a file")
+    reassemble.add_argument("location", help="capture directory or kafka://host:port/topic")
+    reassemble.add_argument("--stream", required=True, help="stream id")
+    reassemble.add_argument("--output", required=True, help="file to write ('-' for stdout)")
+    reassemble.add_argument("--start", help="ISO 8601 time: only chunks from this event time on")
+    reassemble.add_argument("--end", help="ISO 8601 time: only chunks before this event time")
+    reassemble.set_defaults(handler=_reassemble)
+
+    services = commands.add_parser("services", help="start/stop real local services")
+    _add_services(services)
+
+    demo = commands.add_parser("demo", help="capture built-in demo streams, then verify")
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
+    demo.add_argument("--output", default="./capture", help="capture directory (default ./capture)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _load(path: str):
+    from streamtap.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        sys.stderr.write(f"streamtap: {error}\n")
+        return None
+
+
+def _preflight(config) -> list[str]:
+    errors = []
+    for index, sink in enumerate(config.sinks):
+        errors += [f"sinks[{index}] ({sink.type}): {e}" for e in sink.preflight(config)]
+    return errors
+
+
+def _validate(args, extra) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    errors = [] if args.offline else _preflight(config)
+    if errors:
+        sys.stderr.write("streamtap: " + "\n  - ".join([f"{args.config} cannot run:", *errors]) + "\n")
+        return EXIT_FAILED
+    print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.sinks)} sink(s))")
+    return EXIT_OK
+
+
+def _run(args, extra) -> int:
+    from streamtap.pipelines.run import RunError, run_capture
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    errors = _preflight(config)
+    if errors:
+        sys.stderr.write("streamtap: " + "\n  - ".join([f"{args.config} cannot run:", *errors]) + "\n")
+        return EXIT_FAILED
+    try:
+        return run_capture(config, extra, args.duration, args.status_interval)
+    except RunError as error:
+        sys.stderr.write(f"streamtap: {error}\n")
+        return EXIT_USAGE
+
+
+def _verify(args, extra) -> int:
+    from streamtap.captures import read_capture, verify
+
+    try:
+        reports = verify(read_capture(args.location, args.stream))
+    except (OSError, ValueError) as error:
+        sys.stderr.write(f"streamtap: {error}\n")
+        return EXIT_USAGE
+    if not reports:
+        sys.stderr.write(
+            f"streamtap: no chunks{' of stream ' + args.stream if args.stream else ''} "
+            f"in {args.location}\n"
+        )
+        return EXIT_FAILED
+    for report in reports.values():
+        print(report.summary())
+        for problem in report.problems:
+            print(f"  {problem}")
+        if report.problem_count > len(report.problems):
+            print(f"  ... and {report.problem_count - len(report.problems)} more")
+    failed = [r.stream_id for r in reports.values() if not r.ok]
+    print(f"verify: {len(reports) - len(failed)} of {len(reports)} stream(s) OK")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _reassemble(args, extra) -> int:
+    from streamtap.captures import parse_time, read_capture, reassemble
+
+    try:
+        start = parse_time(args.start) if args.start else None
+        end = parse_time(args.end) if args.end else None
+        chunks = read_capture(args.location, args.stream)
+        if args.output == "-":
+            counts = reassemble(chunks, sys.stdout.buffer, start, end)
+        else:
+            with open(args.output, "wb") as output:
+                counts = reassemble(chunks, output, start, end)
+    except (OSError, ValueError) as error:
+        sys.stderr.write(f"streamtap: {error}\n")
+        return EXIT_USAGE
+    if counts["chunks"] == 0:
+        sys.stderr.write(f"streamtap: no chunks of stream {args.stream} in {args.location}\n")
+        return EXIT_FAILED
+    note = ""
+    if counts["discontinuities"]:
+        note = f"; {counts['discontinuities']} discontinuity(ies) inside: bytes may be missing there"
+    sys.stderr.write(f"wrote {counts['bytes']} bytes from {counts['chunks']} chunks{note}\n")
+    return EXIT_OK
+
+
+def _add_services(parser: argparse.ArgumentParser) -> None:
+    from streamtap.services import SERVICES
+
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("up", "start"), ("down", "stop"), ("status", "show the state of")):
+        sub = actions.add_parser(action, help=f"{text} a service")
+        names = sub.add_subparsers(dest="service", required=True, metavar="SERVICE")
+        for name, service_class in SERVICES.items():
+            service_parser = names.add_parser(name)
+            if action == "up":
+                service_class.add_cli_arguments(service_parser)
+            service_parser.set_defaults(handler=_service, service_class=service_class)
+
+
+def _service(args, extra) -> int:
+    from streamtap.services.process import ServiceError
+
+    options = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("command", "action", "service", "handler", "service_class", "log_level")
+    }
+    service = args.service_class(**options)
+    try:
+        if args.action == "up":
+            info = service.up()
+        elif args.action == "down":
+            service.down()
+            print(f"{args.service}: stopped")
+            return EXIT_OK
+        else:
+            info = service.status()
+    except ServiceError as error:
+        sys.stderr.write(f"streamtap: {args.service}: {error}\n")
+        return EXIT_FAILED
+    if info is None:
+        print(f"{args.service}: not running")
+        return EXIT_FAILED
+    print(f"{args.service}: running")
+    for key, value in info.items():
+        print(f"  {key}: {value}")
+    return EXIT_OK
+
+
+def _demo(args, extra) -> int:
+    from streamtap.demo import run_demo
+    from streamtap.pipelines.run import RunError
+
+    try:
+        return run_demo(args.output, args.duration, extra, sys.stderr)
+    except RunError as error:
+        sys.stderr.write(f"streamtap: {error}\n")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

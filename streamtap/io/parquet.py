@@ -1,0 +1,203 @@
+"""Parquet sink: one file per event-time window and stream, on local disk.
+
+Layout (Hive-style partitions, so Spark, Flink and pyarrow.dataset read it as one table):
+
+    <path>/stream=<stream_id>/date=<YYYY-MM-DD>/<HHMMSS>-<first seq>.parquet
+
+A file is written under a hidden temporary name (".<name>.tmp-<random>") in its final directory
+and renamed when complete, so a reader never sees a partial file under a final name. Its name is
+derived from its contents (window start, first seq): a retried bundle rewrites the same file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from streamtap.chunk import Chunk
+from streamtap.config import PipelineConfig, SinkConfig, doc
+
+__all__ = ["ParquetSink", "WriteToParquet", "SCHEMA", "read_parquet_chunks"]
+
+_LOGGER = logging.getLogger(__name__)
+
+SCHEMA = pa.schema(
+    [
+        pa.field("stream_id", pa.string(), nullable=False),
+        pa.field("session", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("payload", pa.binary(), nullable=False),
+        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("crc32c", pa.uint32(), nullable=False),
+        pa.field("discontinuity", pa.bool_(), nullable=False),
+        pa.field("tags", pa.map_(pa.string(), pa.string()), nullable=False),
+    ]
+)
+
+_COMPRESSIONS = ("none", "snappy", "zstd", "gzip", "lz4")
+# Row groups of about this many payload bytes keep readers' memory bounded on big windows.
+_ROW_GROUP_BYTES = 128 * 1024 * 1024
+
+
+@dataclass(kw_only=True)
+class ParquetSink(SinkConfig):
+    type_name: ClassVar[str] = "parquet"
+
+    path: str = doc("Directory the capture is written to (created if missing).", "")
+    compression: str = doc(
+        "Parquet codec: none, snappy, zstd, gzip or lz4. zstd saves space on sensor data; "
+        "compressed audio does not shrink.",
+        "zstd",
+    )
+
+    def validate(self, path: str) -> list[str]:
+        errors = []
+        if not self.path:
+            errors.append(f"{path}.path: required: the directory to write the capture to")
+        elif "://" in self.path:
+            errors.append(
+                f"{path}.path: {self.path!r}: only local paths are supported by this sink"
+            )
+        if self.compression not in _COMPRESSIONS:
+            errors.append(
+                f"{path}.compression: must be one of {', '.join(_COMPRESSIONS)}, "
+                f"got {self.compression!r}"
+            )
+        return errors
+
+    def preflight(self, config: PipelineConfig) -> list[str]:
+        try:
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return [f"parquet sink: cannot create {self.path}: {error.strerror}"]
+        if not os.access(self.path, os.W_OK):
+            return [f"parquet sink: {self.path} is not writable"]
+        return []
+
+    def transform(self, config: PipelineConfig) -> beam.PTransform:
+        return WriteToParquet(self.path, self.compression)
+
+
+class WriteToParquet(beam.PTransform):
+    """Writes windowed chunks to Parquet files; outputs the path of every file written.
+
+    Args:
+      path: local directory of the capture.
+      compression: Parquet codec (none, snappy, zstd, gzip, lz4).
+    """
+
+    def __init__(self, path: str, compression: str = "zstd"):
+        super().__init__()
+        if compression not in _COMPRESSIONS:
+            raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
+        self._path = os.path.abspath(path)
+        self._compression = compression
+
+    def expand(self, chunks):
+        return (
+            chunks
+            | "KeyByStream" >> beam.Map(lambda chunk: (chunk.stream_id, chunk))
+            | "GroupByWindowAndStream" >> beam.GroupByKey()
+            | "WriteFiles" >> beam.ParDo(_WriteWindowFileFn(self._path, self._compression))
+        )
+
+
+class _WriteWindowFileFn(beam.DoFn):
+    def __init__(self, path: str, compression: str):
+        self._path = path
+        self._compression = compression
+        self._files = Metrics.counter("streamtap", "parquet_files")
+
+    def process(self, keyed, window=beam.DoFn.WindowParam) -> Iterator[str]:
+        stream_id, chunks = keyed
+        rows = sorted(chunks, key=lambda chunk: chunk.seq)
+        start = datetime.datetime.fromtimestamp(float(window.start), datetime.timezone.utc)
+        directory = os.path.join(
+            self._path, f"stream={stream_id}", f"date={start:%Y-%m-%d}"
+        )
+        os.makedirs(directory, exist_ok=True)
+        name = f"{start:%H%M%S}-{rows[0].seq:012d}.parquet"
+        final = os.path.join(directory, name)
+        temporary = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            _write_table(temporary, rows, self._compression)
+            os.replace(temporary, final)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+        self._files.inc()
+        yield final
+
+
+def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
+    table = pa.Table.from_pydict(
+        {
+            "stream_id": [row.stream_id for row in rows],
+            "session": [row.session for row in rows],
+            "seq": [row.seq for row in rows],
+            "offset": [row.offset for row in rows],
+            "payload": [row.payload for row in rows],
+            "event_time": [round(row.event_time * 1_000_000) for row in rows],
+            "crc32c": [row.crc32c for row in rows],
+            "discontinuity": [row.discontinuity for row in rows],
+            "tags": [list(row.tags.items()) for row in rows],
+        },
+        schema=SCHEMA,
+    )
+    largest = max(len(row.payload) for row in rows) or 1
+    row_group_size = max(1, _ROW_GROUP_BYTES // largest)
+    with open(path, "wb") as file:
+        pq.write_table(
+            table,
+            file,
+            compression=None if compression == "none" else compression,
+            row_group_size=row_group_size,
+        )
+        file.flush()
+        os.fsync(file.fileno())
+
+
+# --- reading a capture back --------------------------------------------------------------------
+
+
+def capture_files(path: str, stream_id: str | None = None) -> list[Path]:
+    """Complete Parquet files of a capture directory (never temporary ones), in name order."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{path} is not a directory with a streamtap capture")
+    pattern = f"stream={stream_id}/date=*/*.parquet" if stream_id else "stream=*/date=*/*.parquet"
+    return sorted(p for p in root.glob(pattern) if not p.name.startswith("."))
+
+
+def read_parquet_chunks(path: str, stream_id: str | None = None) -> Iterable[Chunk]:
+    """Every chunk in a capture directory, file by file (not globally sorted)."""
+    for file in capture_files(path, stream_id):
+        table = pq.read_table(file)
+        columns = table.to_pydict()
+        times = table.column("event_time").cast(pa.int64()).to_pylist()
+        for i in range(table.num_rows):
+            yield Chunk(
+                columns["stream_id"][i],
+                columns["session"][i],
+                columns["seq"][i],
+                columns["offset"][i],
+                columns["payload"][i],
+                times[i] / 1_000_000,
+                columns["crc32c"][i],
+                columns["discontinuity"][i],
+                dict(columns["tags"][i]),
+            )

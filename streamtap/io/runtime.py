@@ -1,0 +1,420 @@
+"""Reads live streams in the background of a worker process and cuts them into chunks.
+
+Live sockets are not replayable, so they cannot be read inside `DoFn.process()`, which runs only
+when the runner schedules it. Instead each worker process runs one asyncio event loop in a daemon
+thread (the hub); every stream the worker owns has a `StreamReader` on that loop that keeps a
+session open, reconnects with backoff, and cuts what it receives into chunks. The source SDF
+drains those chunks on each `process()` call and claims them in its restriction.
+
+Chunks stay in the reader until the runner commits them: the restriction's next sequence number
+at the next `process()` call is the commit point. A bundle that failed is retried with the old
+restriction, and the reader hands out the very same chunks again (same seq, same bytes), so a
+retry never loses or renumbers live data. Only the death of the worker process loses what it held
+in memory; the stream then restarts from the restriction on another worker and the first chunk is
+marked as a discontinuity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from streamtap.chunk import Chunk, make_chunk
+from streamtap.config import ChunkSettings, SourceConfig
+from streamtap.io.connector import Connector, PermanentSourceError, SourceError
+
+__all__ = ["StreamPosition", "StreamReader", "StreamStats", "hub", "request_stop"]
+
+_LOGGER = logging.getLogger(__name__)
+
+# A reader stops reading while this many received bytes wait to be committed (backpressure).
+_BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
+# How often a reader checks the clock for chunk cuts, deadlines and stop requests, in seconds.
+_TICK_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """How far the capture of one stream has got: the SDF restriction.
+
+    Attributes:
+      next_seq: sequence number of the next chunk to emit.
+      next_offset: byte offset of the next byte to emit.
+      deadline: wall-clock time (epoch seconds) at which the capture of this stream ends, or None.
+      stop_seq: set on a checkpointed primary: it owns seqs [next_seq, stop_seq).
+    """
+
+    next_seq: int = 0
+    next_offset: int = 0
+    deadline: float | None = None
+    stop_seq: int | None = None
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream in this worker process, for status lines and metrics."""
+
+    bytes: int = 0
+    chunks: int = 0
+    sessions: int = 0
+    reconnects: int = 0
+    discontinuities: int = 0
+    errors: int = 0
+    last_error: str = ""
+    state: str = "starting"
+
+
+@dataclass
+class _PendingChunk:
+    """The chunk being filled: bytes received but not cut yet."""
+
+    data: bytearray = field(default_factory=bytearray)
+    first_byte_time: float = 0.0
+
+
+class StreamReader:
+    """Keeps one stream flowing into chunks: sessions, reconnects, cutting, buffering.
+
+    Producer side (the hub's event loop): the ByteSink methods `write`, `set_tags`,
+    `wait_for_room`. Consumer side (the SDF, another thread): `sync`, `chunk`, `finished`,
+    `watermark`. A lock guards what both sides touch.
+    """
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        chunking: ChunkSettings,
+        position: StreamPosition,
+        stop_file: str | None = None,
+    ):
+        self.source = source
+        self.stream_id = source.id
+        self.stats = StreamStats()
+        self._chunking = chunking
+        self._connector: Connector = source.connector()
+        self._deadline = position.deadline
+        self._stop_file = stop_file
+        self._on_eof = source.on_eof or ("stop" if self._connector.ends_at_eof else "reconnect")
+        self._user_tags = dict(source.tags)
+        self._lock = threading.Lock()
+        self._new_data = threading.Condition(self._lock)
+        # Chunks cut but not yet committed, in seq order, and the seq the next cut chunk gets.
+        self._retained: collections.deque[Chunk] = collections.deque()
+        self._retained_bytes = 0
+        self._next_seq = position.next_seq
+        self._next_offset = position.next_offset
+        self._pending = _PendingChunk()
+        self._session = ""
+        self._session_tags: dict[str, str] = {}
+        # A resumed restriction (seq > 0) means an earlier reader's session is gone.
+        self._mark_discontinuity = position.next_seq > 0
+        self._finished = False
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+        self._session_task: asyncio.Task | None = None
+        self.last_used = time.monotonic()
+
+    # --- consumer side: called by the SDF ------------------------------------------------------
+
+    def sync(self, position: StreamPosition) -> bool:
+        """Commits chunks before `position.next_seq`; returns False if the reader cannot serve it.
+
+        False means the restriction is not where this reader is (the stream was read elsewhere
+        in between): the caller replaces the reader with a fresh one at `position`.
+        """
+        with self._lock:
+            self.last_used = time.monotonic()
+            oldest = self._retained[0].seq if self._retained else self._next_seq
+            if not oldest <= position.next_seq <= self._next_seq:
+                return False
+            while self._retained and self._retained[0].seq < position.next_seq:
+                self._retained_bytes -= len(self._retained.popleft().payload)
+            return True
+
+    def chunk(self, seq: int) -> Chunk | None:
+        """The chunk with sequence number `seq` if it has been cut, else None."""
+        with self._lock:
+            return self.chunk_unlocked(seq)
+
+    def chunk_unlocked(self, seq: int) -> Chunk | None:
+        if not self._retained:
+            return None
+        index = seq - self._retained[0].seq
+        if 0 <= index < len(self._retained):
+            return self._retained[index]
+        return None
+
+    def finished(self, seq: int) -> bool:
+        """True when no chunk with sequence number >= seq will ever come."""
+        with self._lock:
+            return self._finished and seq >= self._next_seq
+
+    def watermark(self, next_seq: int) -> float:
+        """No chunk from `next_seq` on has an event time before this (epoch seconds)."""
+        with self._lock:
+            waiting = self.chunk_unlocked(next_seq)
+            if waiting is not None:
+                return waiting.event_time
+            if self._pending.data:
+                return self._pending.first_byte_time
+            return time.time()
+
+    def wait(self, timeout: float) -> None:
+        """Blocks until a chunk is cut or the stream finishes, at most `timeout` seconds."""
+        with self._new_data:
+            self._new_data.wait(timeout)
+
+    # --- producer side: the ByteSink the connector writes into ---------------------------------
+
+    def write(self, data: bytes, whole: bool = False) -> None:
+        if not data or self._finished:
+            return
+        now = time.time()
+        limit = self.source.max_bytes
+        if limit is not None:
+            room = limit - self._next_offset - len(self._pending.data)
+            if len(data) > room:
+                data = data[: max(room, 0)]
+                self._stopping = True
+        pending = self._pending
+        max_bytes = self._chunking.max_bytes
+        if whole and pending.data and len(pending.data) + len(data) > max_bytes:
+            self._cut()
+        if not pending.data:
+            pending.first_byte_time = now
+        self.stats.bytes += len(data)
+        view = memoryview(data)
+        while view:
+            room = max_bytes - len(pending.data)
+            if whole and len(view) > room and not pending.data:
+                room = len(view)  # a single record larger than max_bytes stays whole
+            pending.data += view[:room]
+            view = view[room:]
+            if len(pending.data) >= max_bytes:
+                self._cut()
+                pending.first_byte_time = now
+        if self._stopping:
+            self._finish()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        tags = dict(tags)
+        if tags != self._session_tags:
+            self._cut()
+            self._session_tags = tags
+
+    async def wait_for_room(self) -> None:
+        while self._retained_bytes > _BUFFER_LIMIT_BYTES and not self._finished:
+            await asyncio.sleep(0.01)
+
+    # --- the reader's own life on the event loop -----------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        def begin() -> None:
+            self._task = loop.create_task(self._run())
+
+        loop.call_soon_threadsafe(begin)
+
+    def stop(self) -> None:
+        """Asks the reader to cut what it has and finish (called from any thread)."""
+        self._stopping = True
+
+    async def _run(self) -> None:
+        ticker = asyncio.get_running_loop().create_task(self._tick())
+        delay = self.source.reconnect.initial_delay
+        try:
+            while not self._finished:
+                self._start_session()
+                received_before = self.stats.bytes
+                self._session_task = asyncio.get_running_loop().create_task(
+                    self._connector.run_session(self, self._next_offset + len(self._pending.data))
+                )
+                try:
+                    await self._session_task
+                    ended_by = "end of data"
+                except asyncio.CancelledError:
+                    if self._finished:
+                        break
+                    raise
+                except (SourceError, OSError, asyncio.TimeoutError, EOFError) as error:
+                    ended_by = _describe_error(error)
+                    self._report_error(ended_by, permanent=isinstance(error, PermanentSourceError))
+                self._cut()
+                if self._finished:
+                    break
+                if ended_by == "end of data" and self._on_eof == "stop":
+                    _LOGGER.info("%s: end of data at byte %d", self.stream_id, self._next_offset)
+                    self._finish()
+                    break
+                if self.stats.bytes > received_before:
+                    delay = self.source.reconnect.initial_delay
+                self.stats.state = f"reconnecting in {delay:.1f}s ({ended_by})"
+                await self._sleep_unless_finished(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.source.reconnect.max_delay)
+                self.stats.reconnects += 1
+        except Exception:  # a bug in a connector must not kill the other streams silently
+            _LOGGER.exception("%s: reader failed", self.stream_id)
+            self._report_error("internal error, see the worker log", permanent=True)
+            self._finish()
+        finally:
+            ticker.cancel()
+            await self._connector.close()
+
+    def _start_session(self) -> None:
+        self._session = uuid.uuid4().hex[:16]
+        self.stats.sessions += 1
+        self.stats.state = f"reading {self._connector.describe()}"
+        if self.stats.sessions > 1 and not getattr(self._connector, "seekable", False):
+            self._mark_discontinuity = True
+
+    async def _tick(self) -> None:
+        """Cuts chunks on time and ends the stream on its deadline or a stop request."""
+        max_seconds = self._chunking.max_seconds
+        while not self._finished:
+            await asyncio.sleep(_TICK_SECONDS)
+            now = time.time()
+            if self._pending.data and now - self._pending.first_byte_time >= max_seconds:
+                self._cut()
+            if self._stopping or _stop_requested(self._stop_file) or (
+                self._deadline is not None and now >= self._deadline
+            ):
+                self._finish()
+
+    async def _sleep_unless_finished(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._finished and time.monotonic() < end:
+            await asyncio.sleep(min(_TICK_SECONDS, end - time.monotonic()))
+
+    def _cut(self) -> None:
+        """Turns the pending bytes into a chunk with the next seq."""
+        pending = self._pending
+        if not pending.data:
+            return
+        payload = bytes(pending.data)
+        pending.data.clear()
+        chunk = make_chunk(
+            self.stream_id,
+            self._session,
+            self._next_seq,
+            self._next_offset,
+            payload,
+            pending.first_byte_time,
+            self._mark_discontinuity,
+            {**self._user_tags, **self._session_tags},
+        )
+        if self._mark_discontinuity:
+            self.stats.discontinuities += 1
+        self._mark_discontinuity = False
+        with self._new_data:
+            self._retained.append(chunk)
+            self._retained_bytes += len(payload)
+            self._next_seq += 1
+            self._next_offset += len(payload)
+            self.stats.chunks += 1
+            self._new_data.notify_all()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._cut()
+        with self._new_data:
+            self._finished = True
+            self._new_data.notify_all()
+        self.stats.state = "finished"
+        if self._session_task is not None and not self._session_task.done():
+            self._session_task.cancel()
+
+    def _report_error(self, message: str, permanent: bool) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = message
+        log = _LOGGER.error if permanent or self.stats.errors == 1 else _LOGGER.warning
+        log("%s: %s (%s); will retry", self.stream_id, message, self._connector.describe())
+
+
+def _describe_error(error: BaseException) -> str:
+    if isinstance(error, SourceError):
+        return str(error)
+    if isinstance(error, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused: is the server running?"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+# --- the hub: one event loop and the readers of this worker process ---------------------------
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Asks every stream in this process to cut what it has received and finish (Ctrl-C)."""
+    _STOP.set()
+
+
+def _stop_requested(stop_file: str | None) -> bool:
+    return _STOP.is_set() or (stop_file is not None and os.path.exists(stop_file))
+
+
+class _Hub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.readers: dict[str, StreamReader] = {}
+        # Stats of streams whose capture ended in this process, for the final summary.
+        self.finished: dict[str, StreamStats] = {}
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="streamtap-io", daemon=True)
+            thread.start()
+            self._loop = loop
+        return self._loop
+
+    def attach(
+        self,
+        source: SourceConfig,
+        chunking: ChunkSettings,
+        position: StreamPosition,
+        stop_file: str | None,
+    ) -> StreamReader:
+        """The reader serving `position` of this stream; starts one if needed."""
+        with self._lock:
+            reader = self.readers.get(source.id)
+            if reader is not None and reader.sync(position):
+                return reader
+            if reader is not None:
+                _LOGGER.warning(
+                    "%s: restarting the reader at seq %d (it was elsewhere)",
+                    source.id,
+                    position.next_seq,
+                )
+                reader.stop()
+            reader = StreamReader(source, chunking, position, stop_file)
+            reader.start(self._event_loop())
+            self.readers[source.id] = reader
+            return reader
+
+    def release(self, reader: StreamReader) -> None:
+        """Forgets a finished reader whose last chunk was committed."""
+        with self._lock:
+            if self.readers.get(reader.stream_id) is reader:
+                del self.readers[reader.stream_id]
+                self.finished[reader.stream_id] = reader.stats
+
+
+_HUB = _Hub()
+
+
+def hub() -> _Hub:
+    return _HUB
+

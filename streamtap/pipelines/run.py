@@ -1,0 +1,167 @@
+"""Runs a capture: chooses the runner, starts the pipeline, shows status, stops it cleanly.
+
+Stopping: the first Ctrl-C / SIGTERM asks every stream to cut what it has received and end, so the
+pipeline drains (every window is written) and the process exits 0. A second one cancels the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Sequence, TextIO
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+)
+from apache_beam.runners.runner import PipelineState
+
+from streamtap.config import PipelineConfig
+from streamtap.io.runtime import request_stop
+from streamtap.pipelines.capture import build_capture
+from streamtap.status import StatusPrinter, summary_lines
+
+__all__ = ["RunError", "find_prism", "pipeline_options", "run_capture"]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_RUNNER = "PrismRunner"
+_PRISM_RUNNERS = ("PrismRunner", "DirectRunner")
+
+
+class RunError(RuntimeError):
+    """The capture could not be started; the message says what to do."""
+
+
+def find_prism() -> str | None:
+    """The Prism binary: $STREAMTAP_PRISM, the repo's .prism/prism (make install), or PATH."""
+    candidates = [
+        os.environ.get("STREAMTAP_PRISM"),
+        str(Path(__file__).resolve().parents[2] / ".prism" / "prism"),
+        shutil.which("prism"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    """Beam options from the command line, with streamtap's runner defaults filled in."""
+    options = PipelineOptions(list(beam_args))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = DEFAULT_RUNNER
+    if standard.runner in _PRISM_RUNNERS:
+        prism = options.view_as(PrismRunnerOptions)
+        if not prism.prism_location:
+            location = find_prism()
+            if location is None:
+                raise RunError(
+                    "Prism (the local streaming runner) was not found: run `make install`, or "
+                    "set STREAMTAP_PRISM or --prism_location to the prism binary, or choose "
+                    "another runner with --runner"
+                )
+            prism.prism_location = location
+    return options
+
+
+def run_capture(
+    config: PipelineConfig,
+    beam_args: Sequence[str] = (),
+    duration: float | None = None,
+    status_interval: float = 10.0,
+    out: TextIO = sys.stderr,
+) -> int:
+    """Runs the capture until it ends (duration, byte limits, EOF) or is stopped.
+
+    Returns the process exit code: 0 when the pipeline finished and wrote everything.
+    """
+    options = pipeline_options(beam_args)
+    streaming = options.view_as(StandardOptions).streaming
+    bounded = not streaming and (
+        duration is not None or all(source.max_bytes for source in config.sources)
+    )
+    run_dir = Path(tempfile.mkdtemp(prefix="streamtap-run-"))
+    stop_file = run_dir / "STOP"
+    pipeline = beam.Pipeline(options=options)
+    build_capture(pipeline, config, duration=duration, bounded=bounded, stop_file=str(stop_file))
+
+    runner = options.view_as(StandardOptions).runner
+    mode = "bounded" if bounded else "unbounded"
+    until = f"for {duration:g} s" if duration else "until stopped (Ctrl-C drains and exits)"
+    out.write(f"streamtap: capturing {len(config.sources)} stream(s) on {runner} ({mode}) {until}\n")
+    out.flush()
+
+    # Runner daemons started now (Prism, job servers) inherit "ignore", so a Ctrl-C at the
+    # terminal, which signals the whole process group, stops the streams, not the runner.
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = pipeline.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    finished = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def wait() -> None:
+        try:
+            outcome["state"] = result.wait_until_finish()
+        except BaseException as error:  # reported below, in the main thread
+            outcome["error"] = error
+        finally:
+            finished.set()
+
+    signals = {"count": 0}
+
+    def on_signal(signum, frame) -> None:
+        signals["count"] += 1
+        if signals["count"] == 1:
+            out.write(
+                f"\nstreamtap: {signal.Signals(signum).name}: finishing streams and writing what "
+                "was received (again to cancel)\n"
+            )
+            request_stop()
+            stop_file.touch()
+        else:
+            out.write("\nstreamtap: cancelling the pipeline\n")
+            try:
+                result.cancel()
+            finally:
+                finished.set()
+
+    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = StatusPrinter(out, status_interval)
+    status.start()
+    threading.Thread(target=wait, name="streamtap-wait", daemon=True).start()
+    try:
+        while not finished.wait(0.2):
+            pass
+    finally:
+        status.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    lines = summary_lines()
+    if lines:
+        out.write("streamtap: summary\n" + "".join(f"  {line}\n" for line in lines))
+    if signals["count"] > 1:
+        return 130
+    if "error" in outcome:
+        out.write(f"streamtap: the pipeline failed: {outcome['error']}\n")
+        return 1
+    state = outcome.get("state")
+    if state != PipelineState.DONE:
+        out.write(f"streamtap: the pipeline ended in state {state}\n")
+        return 1
+    return 0
