@@ -19,12 +19,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _quiet_beam_noise()
     if extra and args.command not in ("run", "demo"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args, extra)
     except KeyboardInterrupt:
         return 130
+
+
+def _quiet_beam_noise() -> None:
+    """Hides Beam's start-up chatter that says nothing about the capture."""
+    logging.getLogger("apache_beam.utils.subprocess_server").setLevel(logging.ERROR)
+
+    class _DropApitoolsNotice(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "apitools not found" not in record.getMessage()
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropApitoolsNotice())
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -107,6 +107,9 @@ class SourceConfig:
         "Backoff between reconnect attempts.", default_factory=ReconnectSettings
     )
 
+    def __post_init__(self) -> None:
+        self.type = self.type or self.type_name
+
     def validate(self, path: str) -> list[str]:
         """Checks values; returns errors prefixed with `path`. Subclasses extend it."""
         errors = []
@@ -136,6 +139,9 @@ class SinkConfig:
 
     type: str = doc("Sink type (parquet, kafka, kinesis).", "")
 
+    def __post_init__(self) -> None:
+        self.type = self.type or self.type_name
+
     def validate(self, path: str) -> list[str]:
         return []
 
@@ -162,6 +168,9 @@ class TransformConfig:
     type_name: ClassVar[str] = ""
 
     type: str = doc("Transform type.", "")
+
+    def __post_init__(self) -> None:
+        self.type = self.type or self.type_name
 
     def validate(self, path: str) -> list[str]:
         return []

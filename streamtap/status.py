@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TextIO
+from typing import Iterable, TextIO
 
 from streamtap.io.runtime import StreamStats, hub
 
@@ -72,11 +72,15 @@ class StatusPrinter:
         self._out.flush()
 
 
-def summary_lines() -> list[str]:
-    """One line per stream this process read: totals for the end of a capture."""
+def summary_lines(stream_ids: Iterable[str]) -> list[str]:
+    """One line per stream of `stream_ids` this process read: totals at the end of a capture."""
     streams: dict[str, StreamStats] = dict(hub().finished)
     streams.update({stream_id: reader.stats for stream_id, reader in hub().readers.items()})
-    return [f"{stream_id:<16} {stats.bytes:>12} bytes  {_counts(stats)}" for stream_id, stats in sorted(streams.items())]
+    return [
+        f"{stream_id:<16} {streams[stream_id].bytes:>12} bytes  {_counts(streams[stream_id])}"
+        for stream_id in sorted(stream_ids)
+        if stream_id in streams
+    ]
 
 
 def _counts(stats: StreamStats) -> str:

@@ -55,6 +55,10 @@ class Connector(abc.ABC):
     #: default for `on_eof` is to stop rather than reconnect.
     ends_at_eof: bool = False
 
+    #: True when a session can start at any byte offset (a regular file, a generator): a
+    #: resumed or reopened session then misses nothing and is not marked as a discontinuity.
+    seekable: bool = False
+
     @abc.abstractmethod
     def describe(self) -> str:
         """Where this connector reads from, for logs and status lines (never include secrets)."""

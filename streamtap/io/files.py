@@ -103,7 +103,13 @@ class _FileConnector(Connector):
         loop = asyncio.get_running_loop()
         fd = os.open(self._config.path, os.O_RDONLY | os.O_NONBLOCK)
         readable = asyncio.Event()
-        loop.add_reader(fd, readable.set)
+        try:
+            loop.add_reader(fd, readable.set)
+        except PermissionError:
+            # Devices that cannot be polled (/dev/zero, /dev/urandom) never block: plain reads.
+            os.close(fd)
+            await self._read_unpollable(sink)
+            return
         try:
             while True:
                 await sink.wait_for_room()
@@ -119,3 +125,13 @@ class _FileConnector(Connector):
         finally:
             loop.remove_reader(fd)
             os.close(fd)
+
+    async def _read_unpollable(self, sink: ByteSink) -> None:
+        loop = asyncio.get_running_loop()
+        with open(self._config.path, "rb", buffering=0) as device:
+            while True:
+                await sink.wait_for_room()
+                data = await loop.run_in_executor(None, device.read, _READ_SIZE)
+                if not data:
+                    return
+                sink.write(data)

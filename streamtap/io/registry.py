@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from streamtap.config import SinkConfig, SourceConfig, TransformConfig
 from streamtap.io.files import FileSource
+from streamtap.io.http import HttpSource
 from streamtap.io.parquet import ParquetSink
 from streamtap.io.synthetic import SyntheticSource
 from streamtap.io.tcp import TcpListenSource, TcpSource
@@ -17,6 +18,7 @@ from streamtap.transforms.tagging import TagTransform
 SOURCES: dict[str, type[SourceConfig]] = {
     cls.type_name: cls
     for cls in (
+        HttpSource,
         TcpSource,
         TcpListenSource,
         UdpSource,

@@ -31,7 +31,7 @@ from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.io.connector import Connector, PermanentSourceError, SourceError
 
-__all__ = ["StreamPosition", "StreamReader", "StreamStats", "hub", "request_stop"]
+__all__ = ["StreamPosition", "StreamReader", "StreamStats", "clear_stop", "hub", "request_stop"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class StreamReader:
         self._session_tags: dict[str, str] = {}
         # A resumed restriction (seq > 0) means an earlier reader's session is gone.
         self._mark_discontinuity = position.next_seq > 0
+        self._awaiting_first_byte = False
         self._finished = False
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -177,11 +178,16 @@ class StreamReader:
     def write(self, data: bytes, whole: bool = False) -> None:
         if not data or self._finished:
             return
+        if self._awaiting_first_byte:
+            self._awaiting_first_byte = False
+            # A seekable session resumed exactly at our offset: nothing can be missing.
+            if self._connector.seekable:
+                self._mark_discontinuity = False
         now = time.time()
         limit = self.source.max_bytes
         if limit is not None:
             room = limit - self._next_offset - len(self._pending.data)
-            if len(data) > room:
+            if len(data) >= room:
                 data = data[: max(room, 0)]
                 self._stopping = True
         pending = self._pending
@@ -271,7 +277,8 @@ class StreamReader:
         self._session = uuid.uuid4().hex[:16]
         self.stats.sessions += 1
         self.stats.state = f"reading {self._connector.describe()}"
-        if self.stats.sessions > 1 and not getattr(self._connector, "seekable", False):
+        self._awaiting_first_byte = True
+        if self.stats.sessions > 1:
             self._mark_discontinuity = True
 
     async def _tick(self) -> None:
@@ -358,6 +365,11 @@ _STOP = threading.Event()
 def request_stop() -> None:
     """Asks every stream in this process to cut what it has received and finish (Ctrl-C)."""
     _STOP.set()
+
+
+def clear_stop() -> None:
+    """Forgets an earlier stop request (a new capture starts in this process)."""
+    _STOP.clear()
 
 
 def _stop_requested(stop_file: str | None) -> bool:

@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineState
 
 from streamtap.config import PipelineConfig
-from streamtap.io.runtime import request_stop
+from streamtap.io.runtime import clear_stop, request_stop
 from streamtap.pipelines.capture import build_capture
 from streamtap.status import StatusPrinter, summary_lines
 
@@ -86,6 +86,7 @@ def run_capture(
     Returns the process exit code: 0 when the pipeline finished and wrote everything.
     """
     options = pipeline_options(beam_args)
+    clear_stop()
     streaming = options.view_as(StandardOptions).streaming
     bounded = not streaming and (
         duration is not None or all(source.max_bytes for source in config.sources)
@@ -152,7 +153,7 @@ def run_capture(
             signal.signal(sig, handler)
         shutil.rmtree(run_dir, ignore_errors=True)
 
-    lines = summary_lines()
+    lines = summary_lines(source.id for source in config.sources)
     if lines:
         out.write("streamtap: summary\n" + "".join(f"  {line}\n" for line in lines))
     if signals["count"] > 1:

@@ -1,0 +1,15 @@
+"""Shared fixtures: real services (Icecast, Kafka) come from the plugin modules in fixtures/."""
+
+import pytest
+
+pytest_plugins = ["tests.fixtures.icecast"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stop_request():
+    """A stop requested by one test's capture must not end the next one's streams."""
+    from streamtap.io.runtime import clear_stop
+
+    clear_stop()
+    yield
+    clear_stop()
