@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
+import os
 import re
 import ssl
 import sys
@@ -272,6 +274,11 @@ class _Connection:
 def _os_error_text(error: OSError) -> str:
     if isinstance(error, ssl.SSLError):
         return f"TLS error: {error.reason or error}"
+    if error.errno == errno.ECONNREFUSED:
+        return "connection refused (is the server running?)"
+    if error.errno:
+        # asyncio words some failures as "Connect call failed (...)": say what errno means.
+        return os.strerror(error.errno).lower()
     return error.strerror or str(error) or type(error).__name__
 
 

@@ -6,6 +6,7 @@ import random
 import subprocess
 import threading
 import time
+import uuid
 
 import apache_beam as beam
 import pytest
@@ -35,6 +36,21 @@ def make_test_chunk(index: int) -> Chunk:
     )
 
 
+# Test code to run while a pipeline writes: id -> {chunk index: callable}. Pipelines run in this
+# process (FnApiRunner), and the DoFn reaches the hooks through this module instead of pickling
+# them (timers and services hold locks).
+_HOOKS: dict[str, dict] = {}
+
+
+def _build(index: int, throttle: float, hooks_id: str) -> Chunk:
+    hook = _HOOKS.get(hooks_id, {}).get(index)
+    if hook is not None:
+        hook()
+    if throttle:
+        time.sleep(throttle)
+    return make_test_chunk(index)
+
+
 def write(
     bootstrap_servers: str, topic: str, count: int, throttle: float = 0.0, hooks=None,
     windowed: bool = False, **options,
@@ -44,20 +60,13 @@ def write(
     `throttle` seconds pass between chunks; `hooks[i]()` runs just before chunk i is built
     (building and writing are fused into one stage, so chunks < i have been sent by then).
     """
+    hooks_id = uuid.uuid4().hex
+    _HOOKS[hooks_id] = dict(hooks or {})
     pipeline = beam.Pipeline(runner="FnApiRunner")
-    hooks = dict(hooks or {})
-
-    def build(index: int) -> Chunk:
-        if index in hooks:
-            hooks[index]()
-        if throttle:
-            time.sleep(throttle)
-        return make_test_chunk(index)
-
     chunks = (
         pipeline
         | "Indexes" >> beam.Create(list(range(count)))
-        | "Chunks" >> beam.Map(build)
+        | "Chunks" >> beam.Map(_build, throttle, hooks_id)
     )
     if windowed:  # as the capture pipelines hand chunks to sinks: event time, fixed windows
         chunks = (
@@ -66,8 +75,11 @@ def write(
             | "Window" >> beam.WindowInto(window.FixedWindows(2))
         )
     _ = chunks | "Write" >> WriteToKafka(bootstrap_servers, topic, **options)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        del _HOOKS[hooks_id]
     return result
 
 

@@ -1,0 +1,128 @@
+"""Unbounded captures on Prism (the DirectRunner's streaming engine), stopped by Ctrl-C.
+
+`streamtap run` runs as a terminal job would, in its own process group; SIGINT goes to the whole
+group, as a Ctrl-C does. The capture must already have written window files while running, then
+drain on the signal: every byte received before it is written and the process exits 0.
+"""
+
+import os
+import re
+import threading
+import time
+
+from streamtap.io.parquet import capture_files
+from streamtap.io.synthetic import SyntheticSource, synthetic_bytes
+from tests.helpers import (
+    CaptureProcess,
+    TcpFeeder,
+    assert_verified,
+    free_port,
+    stream_bytes,
+    wait_until,
+    write_config,
+)
+
+
+def _summary_bytes(output: str, stream_id: str) -> int:
+    match = re.search(rf"^\s+{re.escape(stream_id)}\s+(\d+) bytes", output, re.MULTILINE)
+    assert match, output
+    return int(match.group(1))
+
+
+def test_unbounded_capture_writes_windows_while_running_and_drains_on_sigint(tmp_path):
+    capture_dir = tmp_path / "capture"
+    fifo = tmp_path / "sensor.fifo"
+    os.mkfifo(fifo)
+    fifo_data = os.urandom(500_000)
+    tcp_data = os.urandom(2_000_000)
+    feeder = TcpFeeder(tcp_data, piece=16384, pause=0.005)
+    udp_port = free_port()
+    datagrams = [os.urandom(200 + i % 700) for i in range(300)]
+    sensor = {"id": "sensor1", "type": "synthetic", "rate": 2000, "sample_format": "int32"}
+    config = write_config(
+        tmp_path / "pipeline.yaml",
+        {
+            "sources": [
+                sensor,
+                {"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+                {"id": "udp1", "type": "udp", "address": f"127.0.0.1:{udp_port}"},
+                {"id": "fifo1", "type": "file", "path": str(fifo)},
+            ],
+            "chunk": {"max_bytes": 32768, "max_seconds": 0.5},
+            "window_seconds": 1,
+            "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+        },
+    )
+
+    def feed_fifo_and_udp():
+        import socket
+
+        with open(fifo, "wb") as pipe:  # blocks until the capture opens the FIFO
+            pipe.write(fifo_data)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for datagram in datagrams:
+                sock.sendto(datagram, ("127.0.0.1", udp_port))
+                time.sleep(0.003)
+
+    threading.Thread(target=feed_fifo_and_udp, daemon=True).start()
+    run = CaptureProcess(config)
+    try:
+        wait_until(lambda: capture_dir.exists() and len(capture_files(str(capture_dir))) >= 3,
+                   60, "window files while the capture runs")
+        assert run.process.poll() is None  # files appeared while it was still running
+        wait_until(feeder.sent.is_set, 60, "the TCP feeder to send everything")
+        time.sleep(2.5)  # the UDP datagrams and the last TCP bytes arrive
+        run.interrupt()
+        code, output = run.wait(timeout=60)
+    finally:
+        feeder.close()
+    assert code == 0, output
+    assert "SIGINT" in output and "pipeline failed" not in output
+    assert_verified(str(capture_dir), streams=4)
+    assert stream_bytes(str(capture_dir), "tcp1") == tcp_data
+    assert stream_bytes(str(capture_dir), "fifo1") == fifo_data
+    assert stream_bytes(str(capture_dir), "udp1") == b"".join(datagrams)
+    sensor_bytes = stream_bytes(str(capture_dir), "sensor1")
+    # Everything the sensor source received before the signal was written.
+    assert len(sensor_bytes) == _summary_bytes(output, "sensor1") > 0
+    config_object = SyntheticSource(**{k: v for k, v in sensor.items() if k != "type"})
+    expected = synthetic_bytes(config_object, 0, len(sensor_bytes) // 4 + 1)
+    assert sensor_bytes == expected[: len(sensor_bytes)]
+
+
+def test_tcp_server_restart_on_prism_gives_one_marked_discontinuity(tmp_path):
+    capture_dir = tmp_path / "capture"
+    port = free_port()
+    first, second = os.urandom(400_000), os.urandom(300_000)
+    feeder = TcpFeeder(first, port=port, keep_open=False)
+    config = write_config(
+        tmp_path / "pipeline.yaml",
+        {
+            "sources": [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{port}",
+                         "reconnect": {"initial_delay": 0.2, "max_delay": 0.5}}],
+            "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
+            "window_seconds": 1,
+            "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+        },
+    )
+    run = CaptureProcess(config)
+    restarted = None
+    try:
+        wait_until(feeder.sent.is_set, 60, "the first server to send")
+        time.sleep(0.5)
+        feeder.close()
+        time.sleep(1.5)
+        restarted = TcpFeeder(second, port=port)
+        wait_until(restarted.sent.is_set, 60, "the restarted server to send")
+        time.sleep(2)
+        run.interrupt()
+        code, output = run.wait(timeout=60)
+    finally:
+        if restarted:
+            restarted.close()
+    assert code == 0, output
+    reports = assert_verified(str(capture_dir), streams=1)
+    assert stream_bytes(str(capture_dir), "tcp1") == first + second
+    assert reports["tcp1"].discontinuities == 1
+    reconnects = re.search(r"^\s+tcp1\s+\d+ bytes\s+chunks \d+\s+reconnects (\d+)", output, re.M)
+    assert reconnects and int(reconnects.group(1)) >= 1, output
