@@ -194,23 +194,19 @@ class PipelineConfig:
         if self.window_seconds <= 0:
             errors.append(f"window_seconds: must be > 0, got {self.window_seconds}")
         if not self.sources:
-            errors.append("sources: at least one source is needed")
+            errors.append("sources: no usable source; at least one is needed")
         if not self.sinks:
-            errors.append("sinks: at least one sink is needed")
+            errors.append("sinks: no usable sink; at least one is needed")
         seen: dict[str, int] = {}
         for index, source in enumerate(self.sources):
             path = f"sources[{index}]"
-            errors += source.validate(path)
             if source.id in seen:
                 errors.append(
                     f"{path}.id: {source.id!r} is already used by sources[{seen[source.id]}]; "
                     "stream ids must be unique"
                 )
             seen.setdefault(source.id, index)
-        for index, transform in enumerate(self.transforms):
-            errors += transform.validate(f"transforms[{index}]")
         for index, sink in enumerate(self.sinks):
-            errors += sink.validate(f"sinks[{index}]")
             errors += sink.check_chunk_size(self.chunk.max_bytes, f"sinks[{index}]")
         return errors
 
@@ -241,7 +237,7 @@ def parse_config(raw: Any, source: str = "config") -> PipelineConfig:
         raise ConfigError(["the top level must be a mapping with 'sources' and 'sinks'"], source)
     raw = _substitute_env(raw, "", errors)
     config = _build(PipelineConfig, raw, "", errors, registry)
-    if not errors:
+    if config is not None:
         errors += config.validate()
     if errors:
         raise ConfigError(errors, source)
@@ -296,7 +292,15 @@ def _build(cls: type, raw: Any, path: str, errors: list[str], registry) -> Any:
             errors.append(
                 f"{_join(path, name)}: required key is missing ({spec.metadata.get('doc', '')})"
             )
-    if len(errors) > start:
+    if len(errors) > start and (
+        any(value is _INVALID for value in values.values())
+        or any(
+            spec.default is dataclasses.MISSING
+            and spec.default_factory is dataclasses.MISSING
+            and name not in values
+            for name, spec in fields.items()
+        )
+    ):
         return None
     return cls(**values)
 
@@ -317,7 +321,9 @@ def _convert(hint: Any, value: Any, path: str, errors: list[str], registry) -> A
             errors.append(f"{path}: expected a list, got {_describe(value)}")
             return _INVALID
         items = [_convert(args[0], v, f"{path}[{i}]", errors, registry) for i, v in enumerate(value)]
-        return _INVALID if any(item is _INVALID or item is None for item in items) else items
+        # Items with errors are left out (their errors are recorded), so the rest still gets
+        # its value checks and the user sees every problem in one pass.
+        return [item for item in items if item is not _INVALID and item is not None]
     if origin is dict:
         if not isinstance(value, dict):
             errors.append(f"{path}: expected a mapping, got {_describe(value)}")
@@ -347,8 +353,13 @@ def _build_plugin(base: type, value: Any, path: str, errors: list[str], registry
             f"valid types: {', '.join(sorted(kinds))}"
         )
         return _INVALID
+    start = len(errors)
     built = _build(kinds[type_name], value, path, errors, registry)
-    return _INVALID if built is None else built
+    if built is None:
+        return _INVALID
+    if len(errors) == start:
+        errors += built.validate(path)
+    return built
 
 
 def _scalar(hint: Any, value: Any, path: str, errors: list[str]) -> Any:

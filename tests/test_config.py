@@ -142,8 +142,8 @@ def test_missing_environment_variable_is_an_error(monkeypatch):
 
 def test_sources_and_sinks_are_required():
     errors = _errors({"sources": [], "sinks": []})
-    assert "sources: at least one source is needed" in errors
-    assert "sinks: at least one sink is needed" in errors
+    assert "sources: no usable source; at least one is needed" in errors
+    assert "sinks: no usable sink; at least one is needed" in errors
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path):
