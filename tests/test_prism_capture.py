@@ -7,6 +7,7 @@ drain on the signal: every byte received before it is written and the process ex
 
 import os
 import re
+import signal
 import threading
 import time
 
@@ -126,3 +127,27 @@ def test_tcp_server_restart_on_prism_gives_one_marked_discontinuity(tmp_path):
     assert reports["tcp1"].discontinuities == 1
     reconnects = re.search(r"^\s+tcp1\s+\d+ bytes\s+chunks \d+\s+reconnects (\d+)", output, re.M)
     assert reconnects and int(reconnects.group(1)) >= 1, output
+
+
+def test_sigterm_drains_like_ctrl_c(tmp_path):
+    capture_dir = tmp_path / "capture"
+    config = write_config(
+        tmp_path / "pipeline.yaml",
+        {
+            "sources": [{"id": "tone1", "type": "synthetic", "kind": "tone", "rate": 8000,
+                         "sample_format": "int16"}],
+            "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
+            "window_seconds": 1,
+            "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+        },
+    )
+    run = CaptureProcess(config)
+    wait_until(lambda: capture_dir.exists() and capture_files(str(capture_dir)), 60,
+               "the first window file")
+    os.kill(run.process.pid, signal.SIGTERM)  # as a scheduler stops a job
+    code, output = run.wait(timeout=60)
+    assert code == 0, output
+    assert "SIGTERM" in output
+    captured = stream_bytes(str(capture_dir), "tone1")
+    assert len(captured) == _summary_bytes(output, "tone1") > 0
+    assert_verified(str(capture_dir), streams=1)
