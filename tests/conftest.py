@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.icecast"]
+pytest_plugins = ["tests.fixtures.icecast", "tests.fixtures.kafka"]
 
 
 @pytest.fixture(autouse=True)

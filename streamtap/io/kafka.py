@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -93,7 +94,7 @@ def available_compressions() -> list[str]:
 
 @dataclass(kw_only=True)
 class KafkaSink(SinkConfig):
-    """`type: kafka` — writes every chunk as one record to a Kafka topic (acks=all, idempotent)."""
+    """`type: kafka`: writes every chunk as one record to a Kafka topic (acks=all, idempotent)."""
 
     type_name: ClassVar[str] = "kafka"
     # Seconds preflight waits for the brokers to answer.
@@ -118,9 +119,7 @@ class KafkaSink(SinkConfig):
         "installed). Encoded audio barely compresses: none is the default.",
         "none",
     )
-    linger_ms: int = doc(
-        "Milliseconds the producer waits to fill a batch before sending it.", 5
-    )
+    linger_ms: int = doc("Milliseconds the producer waits to fill a batch before sending it.", 5)
     batch_size: int = doc(
         "Bytes per producer batch and partition (512 KiB holds 8 chunks of 64 KiB).", 524288
     )
@@ -133,9 +132,7 @@ class KafkaSink(SinkConfig):
         "the bundle (null: retry forever).",
         300.0,
     )
-    security_protocol: str = doc(
-        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", "PLAINTEXT"
-    )
+    security_protocol: str = doc("PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", "PLAINTEXT")
     sasl_mechanism: str | None = doc(
         "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* security_protocol).", None
     )
@@ -189,11 +186,14 @@ class KafkaSink(SinkConfig):
         if needed <= self.max_request_size:
             return []
         return [
-            f"{path}.max_request_size: a chunk of up to {max_chunk_bytes} bytes (chunk.max_bytes) "
-            f"plus ~{RECORD_OVERHEAD} bytes of key and headers is {needed} bytes, more than "
-            f"max_request_size={self.max_request_size}: lower chunk.max_bytes to at most "
-            f"{self.max_request_size - RECORD_OVERHEAD} or raise {path}.max_request_size to at "
-            f"least {needed} (and the topic's max.message.bytes with it)"
+            (
+                f"{path}.max_request_size: a chunk of up to {max_chunk_bytes} bytes "
+                f"(chunk.max_bytes) plus ~{RECORD_OVERHEAD} bytes of key and headers is "
+                f"{needed} bytes, more than max_request_size={self.max_request_size}: "
+                f"lower chunk.max_bytes to at most "
+                f"{self.max_request_size - RECORD_OVERHEAD} or raise {path}.max_request_size to at "
+                f"least {needed} (and the topic's max.message.bytes with it)"
+            )
         ]
 
     def preflight(self, config: PipelineConfig) -> list[str]:
@@ -211,7 +211,7 @@ class KafkaSink(SinkConfig):
             **self._security(),
         )
 
-    def transform(self, config: PipelineConfig) -> "WriteToKafka":
+    def transform(self, config: PipelineConfig) -> WriteToKafka:
         return WriteToKafka(
             self.bootstrap_servers,
             self.topic,
@@ -258,15 +258,15 @@ def _compression_errors(compression: str, path: str) -> list[str]:
     if compression == "none":
         return []
     if compression not in _CODECS:
-        return [
-            f"{path}: must be one of none, {', '.join(_CODECS)}; got {compression!r}"
-        ]
+        return [f"{path}: must be one of none, {', '.join(_CODECS)}; got {compression!r}"]
     if compression not in available_compressions():
         package = _CODECS[compression][0]
         return [
-            f"{path}: {compression} needs the Python package {package}, which is not installed "
-            f"(pip install {package.split()[0]}); available here: "
-            f"{', '.join(available_compressions())}"
+            (
+                f"{path}: {compression} needs the Python package {package}, which is not installed "
+                f"(pip install {package.split()[0]}); available here: "
+                f"{', '.join(available_compressions())}"
+            )
         ]
     return []
 
@@ -355,7 +355,7 @@ def check_topic(
     timeout: float = 10.0,
     **security: Any,
 ) -> list[str]:
-    """Reaches the brokers, creates the topic if asked, checks it can take chunks; returns errors."""
+    """Reaches the brokers, creates the topic if asked, checks it takes chunks; returns errors."""
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -389,8 +389,10 @@ def check_topic(
         (described,) = admin.describe_topics([topic])
         if described["error_code"] != 0:
             return [
-                f"{path}.topic: topic {topic!r} does not exist at {bootstrap_servers} (error "
-                f"{described['error_code']}): create it, or set {path}.create_topic: true"
+                (
+                    f"{path}.topic: topic {topic!r} does not exist at {bootstrap_servers} (error "
+                    f"{described['error_code']}): create it, or set {path}.create_topic: true"
+                )
             ]
         configs = admin.describe_configs(
             [ConfigResource("topic", topic, ["max.message.bytes", "min.insync.replicas"])],
@@ -470,6 +472,35 @@ class _ProducerSettings:
         }
 
 
+_UNDECIDED = object()
+
+
+def _close_producer(producer, timeout: float, where: str) -> None:
+    """Closes a KafkaProducer, also one whose flush() cannot finish.
+
+    kafka-python's close() flushes first and, when a batch never completes (see _drain), raises
+    before it stops the sender thread; stop that thread directly then.
+    """
+    try:
+        producer.close(timeout=timeout)
+        return
+    except Exception as error:  # noqa: BLE001 - closing must not mask the real failure
+        log.debug("closing the Kafka producer for %s: %s; forcing it", where, error)
+    try:
+        sender = getattr(producer, "_sender", None)
+        if sender is not None and sender.is_alive():
+            sender.force_close()
+        producer._closed = True  # its __del__ would otherwise try (and fail) to close it again
+    except Exception as error:  # noqa: BLE001
+        log.warning("could not close the Kafka producer for %s: %s", where, error)
+
+
+def _undecided_error(where: str) -> BaseException:
+    from kafka.errors import KafkaTimeoutError
+
+    return KafkaTimeoutError(f"no delivery report for a record to {where} in time")
+
+
 def chunk_headers(chunk: Chunk) -> list[tuple[str, bytes]]:
     """The Kafka headers of a chunk: every field but stream_id and payload, as UTF-8 text."""
     headers = [
@@ -513,12 +544,9 @@ class _WriteChunksFn(beam.DoFn):
         self._drain()
 
     def teardown(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=10)
-            except Exception as error:  # noqa: BLE001 - closing must not mask the real failure
-                log.warning("closing the Kafka producer for %s failed: %s", self._where(), error)
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            _close_producer(producer, timeout=10, where=self._where())
 
     # -- internals --
 
@@ -530,6 +558,7 @@ class _WriteChunksFn(beam.DoFn):
         from kafka.errors import KafkaError
 
         while True:
+            attempt_started = time.monotonic()
             try:
                 producer = KafkaProducer(**self._settings.producer_config())
                 if self._outage_since is not None:
@@ -542,13 +571,16 @@ class _WriteChunksFn(beam.DoFn):
                     raise RuntimeError(
                         f"cannot connect to Kafka at {self._settings.bootstrap_servers}: {error}"
                     ) from error
-                self._wait_out(error, "connecting")
+                self._wait_out(error, "connecting", since=attempt_started)
 
-    def _wait_out(self, error: BaseException, doing: str) -> None:
-        """Logs a retriable failure, sleeps with backoff; raises once the outage is too long."""
+    def _wait_out(self, error: BaseException, doing: str, since: float | None = None) -> None:
+        """Logs a retriable failure, sleeps with backoff; raises once the outage is too long.
+
+        `since`: when the failed attempt began (the start of the outage if it is the first).
+        """
         now = time.monotonic()
         if self._outage_since is None:
-            self._outage_since = now
+            self._outage_since = now if since is None else since
         elapsed = now - self._outage_since
         limit = self._settings.max_outage_seconds
         if limit is not None and elapsed >= limit:
@@ -558,7 +590,10 @@ class _WriteChunksFn(beam.DoFn):
             ) from error
         log.error(
             "%s; still retrying %s (for %.0f s so far, next try in %.0f s)",
-            _unreachable(self._settings.bootstrap_servers, error), doing, elapsed, self._backoff,
+            _unreachable(self._settings.bootstrap_servers, error),
+            doing,
+            elapsed,
+            self._backoff,
         )
         time.sleep(self._backoff)
         self._backoff = min(self._backoff * 2, _MAX_BACKOFF_SECONDS)
@@ -569,6 +604,7 @@ class _WriteChunksFn(beam.DoFn):
         while True:
             if self._producer is None:
                 self._producer = self._connect()
+            attempt_started = time.monotonic()
             try:
                 future = self._producer.send(
                     self._settings.topic,
@@ -576,10 +612,10 @@ class _WriteChunksFn(beam.DoFn):
                     value=bytes(chunk.payload),
                     headers=chunk_headers(chunk),
                 )
-            except KafkaError as error:
+            except KafkaError as error:  # no metadata within max_block_ms
                 if not error.retriable:
                     raise self._rejected(chunk, error, at_send=True) from error
-                self._wait_out(error, "sending")
+                self._wait_out(error, "sending", since=attempt_started)
                 continue
             self._pending.append((future, chunk))
             self._pending_bytes += len(chunk.payload)
@@ -588,15 +624,23 @@ class _WriteChunksFn(beam.DoFn):
     def _drain(self) -> None:
         """Flushes and checks every pending record; resends the retriable failures."""
         while self._pending:
-            self._flush()
+            started = time.monotonic()
+            # Every record is decided within delivery_timeout_ms; the margin covers a request
+            # in flight at that moment. Past it a record counts as lost and is sent again.
+            deadline = time.monotonic() + (_DELIVERY_TIMEOUT_MS + _REQUEST_TIMEOUT_MS) / 1000 + 5
+            self._flush(deadline)
             failed: list[Chunk] = []
             last_error: BaseException | None = None
+            stuck = False
             for future, chunk in self._pending:
-                error = self._outcome(future)
+                error = self._outcome(future, deadline)
                 if error is None:
                     self._count(chunk.stream_id, "kafka_records", 1)
                     self._count(chunk.stream_id, "kafka_bytes", len(chunk.payload))
                     continue
+                if error is _UNDECIDED:
+                    stuck = True
+                    error = _undecided_error(self._where())
                 if not getattr(error, "retriable", False):
                     self._pending = []
                     self._reset_producer()
@@ -608,47 +652,62 @@ class _WriteChunksFn(beam.DoFn):
             self._pending_bytes = 0
             if not failed:
                 if self._outage_since is not None:
-                    log.warning("Kafka at %s accepts writes again", self._settings.bootstrap_servers)
+                    log.warning(
+                        "Kafka at %s accepts writes again", self._settings.bootstrap_servers
+                    )
                 self._outage_since = None
                 self._backoff = 1.0
                 return
-            self._wait_out(last_error, f"sending {len(failed)} record(s)")
+            if stuck:
+                # kafka-python can lose track of a batch that was in flight when its broker
+                # died: its records never complete and every later flush() would wait for them.
+                # A fresh producer (a new idempotent producer id) starts clean.
+                log.warning(
+                    "Kafka producer for %s has records without a delivery report after %.0f s; "
+                    "replacing the producer and sending them again",
+                    self._where(),
+                    (_DELIVERY_TIMEOUT_MS + _REQUEST_TIMEOUT_MS) / 1000,
+                )
+                self._reset_producer()
+            self._wait_out(last_error, f"sending {len(failed)} record(s)", since=started)
             for chunk in failed:
                 self._send(chunk)
 
-    def _flush(self) -> None:
+    def _flush(self, deadline: float) -> None:
         from kafka.errors import KafkaError
 
-        for _ in range(20):
+        while time.monotonic() < deadline:
             try:
-                self._producer.flush()
+                self._producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
                 return
             except KafkaError as error:
                 # kafka-python 3's flush() returns early with "Future not done" when the sender
-                # splits a batch the broker found too large; flushing again waits for the
-                # halves. _await() below checks each record either way.
-                log.debug("Kafka producer flush for %s: %s; flushing again", self._where(), error)
+                # splits a batch the broker found too large, and raises KafkaTimeoutError at the
+                # deadline. _outcome() checks each record either way.
+                log.debug("Kafka producer flush for %s: %s", self._where(), error)
+                time.sleep(0.01)
 
-    def _outcome(self, future) -> BaseException | None:
-        """Waits until one record's delivery is decided; None on success, else the error."""
-        from kafka.errors import KafkaError, KafkaTimeoutError
+    def _outcome(self, future, deadline: float):
+        """Waits until `deadline` for one record's delivery: None on success, else the error.
+
+        Returns _UNDECIDED when the record has no outcome by then.
+        """
+        from kafka.errors import KafkaError
 
         if not future.is_done:
             try:
-                future.get(timeout=_DELIVERY_TIMEOUT_MS / 1000 + 60)
+                future.get(timeout=max(deadline - time.monotonic(), 0.001))
             except KafkaError:
-                pass  # read below
-        if not future.is_done:  # should not happen: delivery_timeout_ms bounds every record
-            return KafkaTimeoutError(f"no delivery report for a record to {self._where()}")
+                pass  # a failure or the timeout: read below
+        if not future.is_done:
+            return _UNDECIDED
         return None if future.succeeded() else future.exception
 
     def _reset_producer(self) -> None:
-        """Drops a producer after a fatal error: the retried bundle starts with a fresh one."""
+        """Drops the producer after a fatal error: the next send starts with a fresh one."""
         producer, self._producer = self._producer, None
-        try:
-            producer.close(timeout=0)
-        except Exception:  # noqa: BLE001
-            pass
+        if producer is not None:
+            _close_producer(producer, timeout=0, where=self._where())
 
     def _rejected(self, chunk: Chunk, error: BaseException, at_send: bool = False) -> RuntimeError:
         from kafka.errors import MessageSizeTooLargeError
@@ -721,12 +780,21 @@ class WriteToKafka(beam.PTransform):
         """
         super().__init__(label)
         sink = KafkaSink(
-            type="kafka", bootstrap_servers=bootstrap_servers, topic=topic,
-            compression=compression, linger_ms=linger_ms, batch_size=batch_size,
-            max_request_size=max_request_size, max_outage_seconds=max_outage_seconds,
-            security_protocol=security_protocol, sasl_mechanism=sasl_mechanism,
-            sasl_username=sasl_username, sasl_password=sasl_password, ssl_cafile=ssl_cafile,
-            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+            type="kafka",
+            bootstrap_servers=bootstrap_servers,
+            topic=topic,
+            compression=compression,
+            linger_ms=linger_ms,
+            batch_size=batch_size,
+            max_request_size=max_request_size,
+            max_outage_seconds=max_outage_seconds,
+            security_protocol=security_protocol,
+            sasl_mechanism=sasl_mechanism,
+            sasl_username=sasl_username,
+            sasl_password=sasl_password,
+            ssl_cafile=ssl_cafile,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
         errors = sink.validate("WriteToKafka")
         if errors:
@@ -767,7 +835,8 @@ def chunk_from_record(key: bytes | None, value: bytes | None, headers) -> Chunk:
         else:
             fields[name] = text
     missing = [
-        name for name in ("session", "seq", "offset", "event_time", "crc32c", "discontinuity")
+        name
+        for name in ("session", "seq", "offset", "event_time", "crc32c", "discontinuity")
         if name not in fields
     ]
     if key is None or missing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from streamtap.config import SinkConfig, SourceConfig, TransformConfig
 from streamtap.io.files import FileSource
 from streamtap.io.http import HttpSource
+from streamtap.io.kafka import KafkaSink
 from streamtap.io.parquet import ParquetSink
 from streamtap.io.synthetic import SyntheticSource
 from streamtap.io.tcp import TcpListenSource, TcpSource
@@ -27,7 +28,7 @@ SOURCES: dict[str, type[SourceConfig]] = {
     )
 }
 
-SINKS: dict[str, type[SinkConfig]] = {cls.type_name: cls for cls in (ParquetSink,)}
+SINKS: dict[str, type[SinkConfig]] = {cls.type_name: cls for cls in (ParquetSink, KafkaSink)}
 
 TRANSFORMS: dict[str, type[TransformConfig]] = {cls.type_name: cls for cls in (TagTransform,)}
 

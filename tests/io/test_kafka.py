@@ -31,8 +31,14 @@ def make_test_chunk(index: int) -> Chunk:
     if seq % 4 == 1:
         tags["icy.title"] = "Ünïcode — a, b=c;d"
     return make_chunk(
-        stream, f"session-{stream}-1", seq, seq * 70000, rng.randbytes(size),
-        1_796_000_000.0 + index / 7, discontinuity=(seq == 0), tags=tags,
+        stream,
+        f"session-{stream}-1",
+        seq,
+        seq * 70000,
+        rng.randbytes(size),
+        1_796_000_000.0 + index / 7,
+        discontinuity=(seq == 0),
+        tags=tags,
     )
 
 
@@ -52,8 +58,13 @@ def _build(index: int, throttle: float, hooks_id: str) -> Chunk:
 
 
 def write(
-    bootstrap_servers: str, topic: str, count: int, throttle: float = 0.0, hooks=None,
-    windowed: bool = False, **options,
+    bootstrap_servers: str,
+    topic: str,
+    count: int,
+    throttle: float = 0.0,
+    hooks=None,
+    windowed: bool = False,
+    **options,
 ):
     """Runs a bounded pipeline writing chunks 0..count-1; returns the pipeline result.
 
@@ -113,11 +124,15 @@ def test_round_trip_is_byte_exact(kafka):
         assert got.checksum_ok()
     assert any(c.discontinuity for c in back) and not all(c.discontinuity for c in back)
 
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
-                if c.key.metric.namespace == "streamtap"}
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query()["counters"]
+        if c.key.metric.namespace == "streamtap"
+    }
     assert counters["radio1.kafka_records"] == 20
-    assert counters["radio1.kafka_bytes"] == sum(len(c.payload) for c in want
-                                                 if c.stream_id == "radio1")
+    assert counters["radio1.kafka_bytes"] == sum(
+        len(c.payload) for c in want if c.stream_id == "radio1"
+    )
 
     only = list(read_kafka_chunks(kafka.bootstrap_servers, topic, stream_id="sensor.7"))
     assert only == [c for c in want if c.stream_id == "sensor.7"]
@@ -125,31 +140,62 @@ def test_round_trip_is_byte_exact(kafka):
 
 def test_kcat_sees_key_value_and_headers(kafka):
     topic = create_topic(kafka.bootstrap_servers, unique_topic())
-    chunk = make_chunk("radio1", "s-1", 5, 1234, b"plain text payload", 1796000000.25,
-                       discontinuity=True, tags={"title": "hello"})
+    chunk = make_chunk(
+        "radio1",
+        "s-1",
+        5,
+        1234,
+        b"plain text payload",
+        1796000000.25,
+        discontinuity=True,
+        tags={"title": "hello"},
+    )
     pipeline = beam.Pipeline(runner="FnApiRunner")
     _ = pipeline | beam.Create([chunk]) | WriteToKafka(kafka.bootstrap_servers, topic)
     pipeline.run().wait_until_finish()
 
     out = subprocess.run(
-        ["kcat", "-b", kafka.bootstrap_servers, "-t", topic, "-C", "-e", "-q",
-         "-f", "%k|%h|%S|%s\n"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "kcat",
+            "-b",
+            kafka.bootstrap_servers,
+            "-t",
+            topic,
+            "-C",
+            "-e",
+            "-q",
+            "-f",
+            "%k|%h|%S|%s\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     key, headers, size, value = out.rstrip("\n").split("|")
     assert key == "radio1"
     assert value == "plain text payload" and int(size) == len(chunk.payload)
     assert dict(h.split("=", 1) for h in headers.split(",")) == {
-        "session": "s-1", "seq": "5", "offset": "1234", "event_time": "1796000000.25",
-        "crc32c": str(chunk.crc32c), "discontinuity": "true", "tag.title": "hello",
+        "session": "s-1",
+        "seq": "5",
+        "offset": "1234",
+        "event_time": "1796000000.25",
+        "crc32c": str(chunk.crc32c),
+        "discontinuity": "true",
+        "tag.title": "hello",
     }
 
 
 def test_headers_are_utf8_text():
     chunk = make_chunk("a", "s", 1, 2, b"x", 0.1 + 0.2, tags={"t": "é"})
     assert dict(chunk_headers(chunk)) == {
-        "session": b"s", "seq": b"1", "offset": b"2", "event_time": b"0.30000000000000004",
-        "crc32c": str(chunk.crc32c).encode(), "discontinuity": b"false", "tag.t": "é".encode(),
+        "session": b"s",
+        "seq": b"1",
+        "offset": b"2",
+        "event_time": b"0.30000000000000004",
+        "crc32c": str(chunk.crc32c).encode(),
+        "discontinuity": b"false",
+        "tag.t": "é".encode(),
     }
 
 
@@ -168,9 +214,14 @@ def test_check_chunk_size_names_both_numbers_and_the_fix():
 
 def test_validate_rejects_bad_values_and_hides_the_password():
     sink = KafkaSink(
-        bootstrap_servers="127.0.0.1", topic="bad topic", compression="brotli",
-        security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u",
-        sasl_password="s3cret-value", partitions=3,
+        bootstrap_servers="127.0.0.1",
+        topic="bad topic",
+        compression="brotli",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_username="u",
+        sasl_password="s3cret-value",
+        partitions=3,
     )
     errors = "\n".join(sink.validate("sinks[1]"))
     assert "sinks[1].bootstrap_servers: '127.0.0.1' is not host:port" in errors
@@ -196,8 +247,9 @@ def test_preflight_unreachable_brokers(monkeypatch):
     address = f"127.0.0.1:{free_port()}"
     sink = KafkaSink(bootstrap_servers=address, topic="t")
     (error,) = sink.preflight(config_with(sink))
-    assert error.startswith(f"sinks[0]: cannot reach Kafka at {address}: is it running? "
-                            "(streamtap services up kafka)")
+    assert error.startswith(
+        f"sinks[0]: cannot reach Kafka at {address}: is it running? (streamtap services up kafka)"
+    )
 
 
 def test_preflight_creates_topic_and_checks_limits(kafka):
@@ -206,14 +258,16 @@ def test_preflight_creates_topic_and_checks_limits(kafka):
     (error,) = missing.preflight(config_with(missing))
     assert f"topic {topic!r} does not exist" in error and "create_topic: true" in error
 
-    sink = KafkaSink(bootstrap_servers=kafka.bootstrap_servers, topic=topic, create_topic=True,
-                     partitions=2)
+    sink = KafkaSink(
+        bootstrap_servers=kafka.bootstrap_servers, topic=topic, create_topic=True, partitions=2
+    )
     assert sink.preflight(config_with(sink)) == []
     assert sink.preflight(config_with(sink)) == []  # exists now: fine as well
     assert len(list(read_kafka_chunks(kafka.bootstrap_servers, topic))) == 0
 
-    small = create_topic(kafka.bootstrap_servers, unique_topic(),
-                         configs={"max.message.bytes": "50000"})
+    small = create_topic(
+        kafka.bootstrap_servers, unique_topic(), configs={"max.message.bytes": "50000"}
+    )
     sink = KafkaSink(bootstrap_servers=kafka.bootstrap_servers, topic=small)
     (error,) = sink.preflight(config_with(sink, max_bytes=65536))
     assert "65536" in error and "max.message.bytes=50000" in error
@@ -229,8 +283,9 @@ def test_preflight_creates_topic_and_checks_limits(kafka):
 
 
 def test_rejected_record_fails_the_bundle_with_the_reason(kafka):
-    topic = create_topic(kafka.bootstrap_servers, unique_topic(),
-                         configs={"max.message.bytes": "50000"})
+    topic = create_topic(
+        kafka.bootstrap_servers, unique_topic(), configs={"max.message.bytes": "50000"}
+    )
     started = time.monotonic()
     with pytest.raises(Exception, match="Kafka rejected chunk .* seq 2 .*max.message.bytes"):
         write(kafka.bootstrap_servers, topic, 9)  # chunks 6..8 (seq 2) are 64 KiB
@@ -286,15 +341,21 @@ def test_all_brokers_down_mid_write_then_back(kafka, caplog, monkeypatch):
 
 def test_cluster_keeps_writing_when_a_broker_is_killed(kafka_cluster_healed):
     cluster = kafka_cluster_healed
-    topic = create_topic(cluster.bootstrap_servers, unique_topic(), partitions=3,
-                         replication_factor=3)
+    topic = create_topic(
+        cluster.bootstrap_servers, unique_topic(), partitions=3, replication_factor=3
+    )
     victim = partition_leaders(cluster.bootstrap_servers, topic)[0]  # node id, 1-based
 
     count = 150
     # SIGKILL the leader of partition 0 after 50 chunks; 100 more follow over ~3 s, while the
     # controller notices (broker.session.timeout.ms=6000) and elects new leaders.
-    write(cluster.bootstrap_servers, topic, count, throttle=0.03,
-          hooks={50: lambda: cluster.kill_broker(victim - 1)})
+    write(
+        cluster.bootstrap_servers,
+        topic,
+        count,
+        throttle=0.03,
+        hooks={50: lambda: cluster.kill_broker(victim - 1)},
+    )
 
     assert not cluster.broker_running(victim - 1)
     assert victim not in partition_leaders(cluster.bootstrap_servers, topic)
@@ -310,8 +371,9 @@ def partition_leaders(bootstrap_servers: str, topic: str) -> list[int]:
         (described,) = admin.describe_topics([topic])
     finally:
         admin.close()
-    return [p["leader_id"] for p in sorted(described["partitions"],
-                                           key=lambda p: p["partition_index"])]
+    return [
+        p["leader_id"] for p in sorted(described["partitions"], key=lambda p: p["partition_index"])
+    ]
 
 
 def test_example_config_loads(monkeypatch):
@@ -326,6 +388,8 @@ def test_example_config_loads(monkeypatch):
     (sink,) = config.sinks
     assert isinstance(sink, KafkaSink)
     assert (sink.bootstrap_servers, sink.topic, sink.create_topic) == (
-        "127.0.0.1:9092", "raw-streams", True
+        "127.0.0.1:9092",
+        "raw-streams",
+        True,
     )
     assert isinstance(sink.transform(config), WriteToKafka)
