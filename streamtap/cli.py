@@ -29,8 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_beam_noise() -> None:
-    """Hides Beam's start-up chatter that says nothing about the capture."""
+    """Hides library chatter that says nothing about the capture."""
     logging.getLogger("apache_beam.utils.subprocess_server").setLevel(logging.ERROR)
+    # kafka-python logs every refused connection as an error; the sink reports outages itself.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
     class _DropApitoolsNotice(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
@@ -103,9 +105,14 @@ def _load(path: str):
 
 
 def _preflight(config) -> list[str]:
+    """Every sink's preflight problems; reachability problems stay `Unreachable`."""
+    from streamtap.config import Unreachable
+
     errors = []
     for index, sink in enumerate(config.sinks):
-        errors += [f"sinks[{index}] ({sink.type}): {e}" for e in sink.preflight(config)]
+        for error in sink.preflight(config):
+            text = f"sinks[{index}] ({sink.type}): {error}"
+            errors.append(Unreachable(text) if isinstance(error, Unreachable) else text)
     return errors
 
 
@@ -127,10 +134,15 @@ def _run(args, extra) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
-    errors = _preflight(config)
+    from streamtap.config import Unreachable
+
+    problems = _preflight(config)
+    errors = [p for p in problems if not isinstance(p, Unreachable)]
     if errors:
         sys.stderr.write("streamtap: " + "\n  - ".join([f"{args.config} cannot run:", *errors]) + "\n")
         return EXIT_FAILED
+    for problem in problems:
+        sys.stderr.write(f"streamtap: warning: {problem}; starting anyway, the sink keeps retrying\n")
     try:
         return run_capture(config, extra, args.duration, args.status_interval)
     except RunError as error:

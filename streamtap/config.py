@@ -22,6 +22,7 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "Unreachable",
     "ChunkSettings",
     "ReconnectSettings",
     "SourceConfig",
@@ -36,6 +37,14 @@ __all__ = [
 # Stream ids become file names, Kafka keys and metric names: keep them to a safe alphabet.
 STREAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Unreachable(str):
+    """A preflight problem that is only about reaching a service right now.
+
+    `streamtap validate` reports it as an error; `streamtap run` warns and starts anyway, because
+    the sink keeps retrying and the capture goes on when the service returns.
+    """
 
 
 class ConfigError(ValueError):
@@ -153,6 +162,7 @@ class SinkConfig:
         """Checks with I/O before a run (reachability, server-side size limits); returns errors.
 
         Called by `streamtap validate` and `streamtap run`, never while building a pipeline.
+        Wrap a failure to reach the service in `Unreachable`: a run then starts and retries.
         """
         return []
 

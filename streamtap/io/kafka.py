@@ -27,7 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from streamtap.chunk import Chunk
-from streamtap.config import PipelineConfig, SinkConfig, doc
+from streamtap.config import PipelineConfig, SinkConfig, Unreachable, doc
 
 __all__ = ["KafkaSink", "WriteToKafka", "read_kafka_chunks"]
 
@@ -371,7 +371,7 @@ def check_topic(
             **_client_config(bootstrap_servers, **security),
         )
     except KafkaError as error:
-        return [f"{path}: {_unreachable(bootstrap_servers, error)}"]
+        return [Unreachable(f"{path}: {_unreachable(bootstrap_servers, error)}")]
     try:
         if create:
             spec: dict[str, Any] = {}
