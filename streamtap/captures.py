@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable
 from urllib.parse import urlparse
 
 from streamtap.chunk import Chunk
@@ -178,14 +178,6 @@ def reassemble(
         written["chunks"] += 1
         written["bytes"] += len(chunk.payload)
     return written
-
-
-def stream_ids(chunks: Iterable[Chunk]) -> Iterator[str]:
-    seen = set()
-    for chunk in chunks:
-        if chunk.stream_id not in seen:
-            seen.add(chunk.stream_id)
-            yield chunk.stream_id
 
 
 def parse_time(text: str) -> float:

@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _quiet_beam_noise() -> None:
     """Hides library chatter that says nothing about the capture."""
     logging.getLogger("apache_beam.utils.subprocess_server").setLevel(logging.ERROR)
+    logging.getLogger("PrismRunner").setLevel(logging.WARNING)
     # kafka-python logs every refused connection as an error; the sink reports outages itself.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 

@@ -38,14 +38,15 @@ class DeviceServer:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
-        pattern = bytes(i % 251 for i in range(251 * 64))
+        block = max(1, self._rate // 20)  # sent every 50 ms
+        # 251 is prime, so the pattern does not line up with chunk or block sizes.
+        pattern = bytes(i % 251 for i in range(251 + block))
         position = 0
-        block = max(1, self._rate // 20)
         with connection:
             while not self._stopped.is_set():
-                data = bytes(pattern[(position + i) % len(pattern)] for i in range(block))
+                start = position % 251
                 try:
-                    connection.sendall(data)
+                    connection.sendall(pattern[start : start + block])
                 except OSError:
                     return
                 position += block

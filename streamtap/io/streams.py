@@ -34,6 +34,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Claimed to end a restriction when its stream has finished (EOF, deadline, byte limit, stop).
 END_OF_STREAM = "end-of-stream"
+# The watermark of a finished stream: 9999-12-31, beyond any event time, below Beam's maximum.
+_MAX_EVENT_TIME = 253402300799.0
 
 
 class _StreamTracker(RestrictionTracker):
@@ -187,9 +189,6 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             if current > reported[name]:
                 metrics[name].inc(current - reported[name])
                 reported[name] = current
-
-
-_MAX_EVENT_TIME = 253402300799.0  # 9999-12-31: far beyond any event time, below Beam's max.
 
 
 class _ReadUnboundedStreamFn(_ReadStreamFn):
