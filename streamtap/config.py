@@ -106,7 +106,9 @@ class SourceConfig:
     id: str = doc("Stream id: letters, digits, '.', '_', '-'; unique in the config.")
     type: str = doc("Source type (http, tcp, tcp_listen, udp, file, synthetic).", "")
     tags: dict[str, str] = doc("User tags copied into every chunk.", default_factory=dict)
-    max_bytes: int | None = doc("Stop this stream after this many bytes (bounded capture).", None)
+    max_bytes: int | None = doc(
+        "Stop this stream after this run captured this many bytes (bounded capture).", None
+    )
     on_eof: str | None = doc(
         "What to do when the data ends: 'stop' or 'reconnect'. Default: stop for files, "
         "reconnect for network streams.",
@@ -166,6 +168,14 @@ class SinkConfig:
         """
         return []
 
+    def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Where each stream's capture in this sink ended: {stream_id: (next seq, next offset)}.
+
+        Lets a new run continue a capture instead of starting seq 0 again. I/O; called by
+        `streamtap run`. Sinks that cannot tell return {}.
+        """
+        return {}
+
     def transform(self, config: "PipelineConfig"):
         """Builds the PTransform that writes a windowed PCollection of chunks."""
         raise NotImplementedError(f"sink type {self.type!r} has no transform")
@@ -194,6 +204,12 @@ class PipelineConfig:
     sources: list[SourceConfig] = doc("The streams to capture.", default_factory=list)
     chunk: ChunkSettings = doc("How streams are cut into chunks.", default_factory=ChunkSettings)
     window_seconds: float = doc("Length of the fixed event-time windows sinks write.", 10.0)
+    resume: bool = doc(
+        "Continue each stream's seq and offset from what the first sink already holds (Parquet), "
+        "so repeated runs into one capture stay one verifiable capture; a regular file "
+        "continues at its byte offset.",
+        True,
+    )
     transforms: list[TransformConfig] = doc(
         "Transforms applied to chunks before the sinks.", default_factory=list
     )

@@ -21,6 +21,7 @@ from typing import ClassVar, Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
@@ -84,6 +85,16 @@ class ParquetSink(SinkConfig):
         if not os.access(self.path, os.W_OK):
             return [f"parquet sink: {self.path} is not writable"]
         return []
+
+    def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
+        if not Path(self.path).is_dir():
+            return {}
+        positions = {}
+        for stream_id in stream_ids:
+            end = capture_end(self.path, stream_id)
+            if end is not None:
+                positions[stream_id] = end
+        return positions
 
     def transform(self, config: PipelineConfig) -> beam.PTransform:
         return WriteToParquet(self.path, self.compression)
@@ -201,3 +212,27 @@ def read_parquet_chunks(path: str, stream_id: str | None = None) -> Iterable[Chu
                 columns["discontinuity"][i],
                 dict(columns["tags"][i]),
             )
+
+
+def capture_end(path: str, stream_id: str) -> tuple[int, int] | None:
+    """(next seq, next offset) after the last chunk of a stream in a capture, or None.
+
+    Finds the file holding the highest seq from the files' footer statistics, then reads that one
+    file's seq, offset and payload columns.
+    """
+    best: tuple[int, Path] | None = None
+    for file in capture_files(path, stream_id):
+        metadata = pq.ParquetFile(file).metadata
+        column = metadata.schema.to_arrow_schema().get_field_index("seq")
+        for group in range(metadata.num_row_groups):
+            statistics = metadata.row_group(group).column(column).statistics
+            if statistics is not None and statistics.has_min_max:
+                if best is None or statistics.max > best[0]:
+                    best = (statistics.max, file)
+    if best is None:
+        return None
+    table = pq.read_table(best[1], columns=["seq", "offset", "payload"])
+    last = pc.index(table.column("seq"), best[0]).as_py()
+    offset = table.column("offset")[last].as_py()
+    length = len(table.column("payload")[last].as_py())
+    return best[0] + 1, offset + length

@@ -50,12 +50,14 @@ class StreamPosition:
       next_offset: byte offset of the next byte to emit.
       deadline: wall-clock time (epoch seconds) at which the capture of this stream ends, or None.
       stop_seq: set on a checkpointed primary: it owns seqs [next_seq, stop_seq).
+      end_offset: byte offset at which the capture of this stream ends (its byte limit), or None.
     """
 
     next_seq: int = 0
     next_offset: int = 0
     deadline: float | None = None
     stop_seq: int | None = None
+    end_offset: int | None = None
 
 
 @dataclass
@@ -101,6 +103,7 @@ class StreamReader:
         self._chunking = chunking
         self._connector: Connector = source.connector()
         self._deadline = position.deadline
+        self._end_offset = position.end_offset
         self._stop_file = stop_file
         self._on_eof = source.on_eof or ("stop" if self._connector.ends_at_eof else "reconnect")
         self._user_tags = dict(source.tags)
@@ -184,9 +187,8 @@ class StreamReader:
             if self._connector.seekable:
                 self._mark_discontinuity = False
         now = time.time()
-        limit = self.source.max_bytes
-        if limit is not None:
-            room = limit - self._next_offset - len(self._pending.data)
+        if self._end_offset is not None:
+            room = self._end_offset - self._next_offset - len(self._pending.data)
             if len(data) >= room:
                 data = data[: max(room, 0)]
                 self._stopping = True

@@ -13,9 +13,10 @@ drops are never hidden: the next chunk is marked `discontinuity`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
@@ -71,8 +72,10 @@ class _StreamTracker(RestrictionTracker):
             return None
         self._checkpointed = True
         start = self._position
-        primary = StreamPosition(start.next_seq, start.next_offset, start.deadline, self._next_seq)
-        residual = StreamPosition(self._next_seq, self._next_offset, start.deadline)
+        primary = dataclasses.replace(start, stop_seq=self._next_seq)
+        residual = dataclasses.replace(
+            start, next_seq=self._next_seq, next_offset=self._next_offset
+        )
         self._position = primary
         return primary, residual
 
@@ -104,8 +107,10 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         poll_seconds: float,
         stop_file: str | None,
         bounded: bool,
+        start_positions: Mapping[str, tuple[int, int]],
     ):
         self._chunking = chunking
+        self._start_positions = dict(start_positions)
         self._poll_seconds = poll_seconds
         self._stop_file = stop_file
         self._duration = duration
@@ -117,7 +122,11 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     def initial_restriction(self, source: SourceConfig) -> StreamPosition:
         # Runs on the worker when the capture starts: the deadline is wall-clock from then.
         deadline = time.time() + self._duration if self._duration else None
-        return StreamPosition(0, getattr(source, "start_offset", 0) or 0, deadline)
+        next_seq, next_offset = self._start_positions.get(
+            source.id, (0, getattr(source, "start_offset", 0) or 0)
+        )
+        end_offset = next_offset + source.max_bytes if source.max_bytes else None
+        return StreamPosition(next_seq, next_offset, deadline, end_offset=end_offset)
 
     def create_tracker(self, position: StreamPosition) -> _StreamTracker:
         return _StreamTracker(position, self._bounded)
@@ -218,6 +227,8 @@ class ReadStreams(beam.PTransform):
         a duration, or byte limits / EOF on every source.
       poll_seconds: how long an idle stream waits before its next `process()` call, in seconds.
       stop_file: streams end cleanly when this file exists (stops captures on remote workers).
+      start_positions: {stream_id: (next seq, next offset)} to continue an earlier capture; a
+        regular file source continues reading at that offset.
     """
 
     def __init__(
@@ -228,6 +239,7 @@ class ReadStreams(beam.PTransform):
         bounded: bool = False,
         poll_seconds: float = 0.2,
         stop_file: str | None = None,
+        start_positions: Mapping[str, tuple[int, int]] | None = None,
     ):
         super().__init__()
         if not sources:
@@ -245,11 +257,17 @@ class ReadStreams(beam.PTransform):
         self._bounded = bounded
         self._poll_seconds = poll_seconds
         self._stop_file = stop_file
+        self._start_positions = dict(start_positions or {})
 
     def expand(self, pbegin):
         fn_class = _ReadStreamFn if self._bounded else _ReadUnboundedStreamFn
         fn = fn_class(
-            self._chunking, self._duration, self._poll_seconds, self._stop_file, self._bounded
+            self._chunking,
+            self._duration,
+            self._poll_seconds,
+            self._stop_file,
+            self._bounded,
+            self._start_positions,
         )
         return (
             pbegin

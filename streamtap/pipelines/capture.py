@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import apache_beam as beam
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Duration
@@ -9,7 +11,7 @@ from apache_beam.utils.timestamp import Duration
 from streamtap.config import PipelineConfig
 from streamtap.io.streams import ReadStreams
 
-__all__ = ["build_capture"]
+__all__ = ["build_capture", "resume_positions"]
 
 # A chunk that reaches a window after the watermark passed it still gets written (as one more
 # file of that window) for this long, instead of being dropped.
@@ -23,8 +25,12 @@ def build_capture(
     bounded: bool = False,
     stop_file: str | None = None,
     poll_seconds: float = 0.2,
+    start_positions: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, beam.PCollection]:
-    """Adds the capture described by `config` to `pipeline`; returns each sink's output."""
+    """Adds the capture described by `config` to `pipeline`; returns each sink's output.
+
+    start_positions: where to continue each stream (see `resume_positions`).
+    """
     chunks = pipeline | "ReadStreams" >> ReadStreams(
         config.sources,
         config.chunk,
@@ -32,6 +38,7 @@ def build_capture(
         bounded=bounded,
         poll_seconds=poll_seconds,
         stop_file=stop_file,
+        start_positions=start_positions,
     )
     for index, transform in enumerate(config.transforms):
         label = f"Transform{index}{_camel(transform.type)}"
@@ -50,3 +57,15 @@ def build_capture(
 
 def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
+
+
+def resume_positions(config: PipelineConfig) -> dict[str, tuple[int, int]]:
+    """Where each stream's capture in the first sink that can tell ended (I/O), if config.resume."""
+    if not config.resume:
+        return {}
+    stream_ids = [source.id for source in config.sources]
+    for sink in config.sinks:
+        positions = sink.resume_positions(stream_ids)
+        if positions:
+            return positions
+    return {}

@@ -283,3 +283,34 @@ def test_per_stream_beam_metrics_count_what_was_captured(tmp_path):
     }
     assert counters["metered1.bytes"] == len(data)
     assert counters["metered1.chunks"] == len(chunks_of(str(tmp_path), "metered1")) == 40
+
+
+def test_a_second_run_continues_the_capture_where_the_first_ended(tmp_path):
+    data = os.urandom(3_000_000)
+    path = tmp_path / "recording.bin"
+    path.write_bytes(data)
+    feeder = TcpFeeder(os.urandom(100_000))
+    live_first = feeder.data
+    sources = [
+        {"id": "file1", "type": "file", "path": str(path)},
+        {"id": "live1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+    ]
+    first = [dict(sources[0], max_bytes=1_000_000), dict(sources[1], max_bytes=len(live_first))]
+    try:
+        capture(_config(first, tmp_path / "cap"))
+    finally:
+        feeder.close()
+    feeder = TcpFeeder(os.urandom(50_000))
+    second = [sources[0], dict(sources[1], address=f"127.0.0.1:{feeder.port}",
+                               max_bytes=50_000)]
+    try:
+        output = capture(_config(second, tmp_path / "cap"))
+    finally:
+        feeder.close()
+    assert "file1: continuing the capture at seq" in output
+    reports = assert_verified(str(tmp_path / "cap"), streams=2)
+    assert stream_bytes(str(tmp_path / "cap"), "file1") == data
+    assert reports["file1"].discontinuities == 0  # a file resumes exactly: nothing is missing
+    assert stream_bytes(str(tmp_path / "cap"), "live1") == live_first + feeder.data
+    assert reports["live1"].discontinuities == 1  # a live stream may have lost bytes in between
+    assert reports["live1"].sessions == 2

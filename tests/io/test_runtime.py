@@ -57,8 +57,8 @@ def test_whole_records_are_never_split():
 
 
 def test_byte_limit_ends_the_stream_at_exactly_that_many_bytes():
-    config = TcpSource(id="s1", address="127.0.0.1:9", max_bytes=10)
-    reader = StreamReader(config, ChunkSettings(max_bytes=4), StreamPosition())
+    config = TcpSource(id="s1", address="127.0.0.1:9")
+    reader = StreamReader(config, ChunkSettings(max_bytes=4), StreamPosition(end_offset=10))
     reader._start_session()
     reader.write(b"abcdefgh")
     reader.write(b"ijklmnop")
