@@ -26,7 +26,7 @@ from apache_beam.runners.runner import PipelineState
 
 from streamtap.config import PipelineConfig
 from streamtap.io.runtime import clear_stop, request_stop
-from streamtap.pipelines.capture import build_capture
+from streamtap.pipelines.capture import build_capture, resume_positions
 from streamtap.status import StatusPrinter, summary_lines
 
 __all__ = ["RunError", "find_prism", "pipeline_options", "run_capture"]
@@ -93,8 +93,19 @@ def run_capture(
     )
     run_dir = Path(tempfile.mkdtemp(prefix="streamtap-run-"))
     stop_file = run_dir / "STOP"
+    start_positions = resume_positions(config)
+    for stream_id, (next_seq, next_offset) in sorted(start_positions.items()):
+        out.write(f"streamtap: {stream_id}: continuing the capture at seq {next_seq}, "
+                  f"byte {next_offset}\n")
     pipeline = beam.Pipeline(options=options)
-    build_capture(pipeline, config, duration=duration, bounded=bounded, stop_file=str(stop_file))
+    build_capture(
+        pipeline,
+        config,
+        duration=duration,
+        bounded=bounded,
+        stop_file=str(stop_file),
+        start_positions=start_positions,
+    )
 
     runner = options.view_as(StandardOptions).runner
     mode = "bounded" if bounded else "unbounded"
