@@ -31,16 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _quiet_beam_noise() -> None:
     """Hides library chatter that says nothing about the capture."""
     logging.getLogger("apache_beam.utils.subprocess_server").setLevel(logging.ERROR)
-    logging.getLogger("PrismRunner").setLevel(logging.WARNING)
     # kafka-python logs every refused connection as an error; the sink reports outages itself.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
-    class _DropApitoolsNotice(logging.Filter):
+    class _DropBeamNoise(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
+            # Prism's own log lines are renamed "PrismRunner" after the level check.
+            if record.name == "PrismRunner" and record.levelno < logging.WARNING:
+                return False
             return "apitools not found" not in record.getMessage()
 
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropApitoolsNotice())
+        handler.addFilter(_DropBeamNoise())
 
 
 def _parser() -> argparse.ArgumentParser:
