@@ -82,6 +82,34 @@ def _use_native_crc32c() -> None:
 _use_native_crc32c()
 
 
+class _HidePasswords(logging.Filter):
+    """Masks the SASL passwords this process uses in kafka-python's log records.
+
+    At DEBUG kafka-python logs the admin client's whole configuration and every request, raw
+    bytes included, so the password shows in clear text (always with PLAIN, whose token carries
+    it). _client_config registers each password it hands to kafka-python here.
+    """
+
+    passwords: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.passwords:
+            return True
+        message = record.getMessage()
+        masked = message
+        for password in tuple(self.passwords):  # a snapshot: other threads may add one
+            for form in (password, repr(password.encode("utf-8"))[2:-1]):
+                masked = masked.replace(form, "********")
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+# The loggers whose DEBUG records carry client configs or request contents.
+for _name in ("kafka.admin.client", "kafka.net.connection", "kafka.protocol.parser"):
+    logging.getLogger(_name).addFilter(_HidePasswords())
+
+
 def available_compressions() -> list[str]:
     """Compression codecs whose Python libraries are importable here ("none" always is)."""
     from kafka import codec
@@ -329,6 +357,8 @@ def _client_config(bootstrap_servers: str, **security: Any) -> dict[str, Any]:
     for ours, theirs in names.items():
         if security.get(ours) is not None:
             settings[theirs] = security[ours]
+    if security.get("sasl_password"):
+        _HidePasswords.passwords.add(security["sasl_password"])
     return settings
 
 
@@ -337,6 +367,92 @@ def _unreachable(bootstrap_servers: str, error: BaseException) -> str:
         f"cannot reach Kafka at {bootstrap_servers}: is it running? (streamtap services up "
         f"kafka) [{error}]"
     )
+
+
+def _connect_failure(
+    bootstrap_servers: str, error: BaseException, path: str, security: dict[str, Any]
+) -> str:
+    """The preflight error for a client that could not bootstrap.
+
+    kafka-python reports every failed bootstrap as a timeout ("Unable to bootstrap"): a wrong
+    password or an untrusted certificate looks like brokers that are down. A broker whose port
+    accepts TCP connections is up, though, so then the TLS or SASL handshake failed: TLS problems
+    show in a handshake of our own with the settings kafka-python uses, and with SASL the broker
+    turned the credentials down (or speaks another protocol): not an outage to ride out but a
+    setting to fix. The rest stays `Unreachable` (a PLAINTEXT broker that accepts connections
+    may still be starting). Never includes the password.
+    """
+    servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+    server = next((s for s in servers if _accepts_tcp(s)), None)
+    if server is None:
+        return Unreachable(f"{path}: {_unreachable(bootstrap_servers, error)}")
+    protocol = security.get("security_protocol") or "PLAINTEXT"
+    if protocol.endswith("SSL"):
+        import ssl
+
+        tls_error = _tls_error(server, security)
+        if tls_error is not None:
+            if isinstance(tls_error, ssl.SSLCertVerificationError):
+                return (
+                    f"{path}.ssl_cafile: the TLS certificate of Kafka at {server} failed "
+                    f"verification ({tls_error}): set ssl_cafile to the PEM file of the CA that "
+                    "signed the brokers' certificates (they must name the host you connect to)"
+                )
+            return (
+                f"{path}: the TLS handshake with Kafka at {server} failed ({tls_error}): is "
+                f"this a TLS listener (security_protocol {protocol}), and are ssl_cafile, "
+                "ssl_certfile and ssl_keyfile right?"
+            )
+    if protocol.startswith("SASL_"):
+        return (
+            f"{path}: Kafka at {server} accepts connections but SASL authentication failed "
+            f"(user {security.get('sasl_username')!r}, mechanism "
+            f"{security.get('sasl_mechanism')}): check sasl_username, sasl_password and "
+            f"sasl_mechanism, and that the listener uses security_protocol {protocol} [{error}]"
+        )
+    # Perhaps a broker that is still starting: keep it an outage the sink rides out.
+    return Unreachable(
+        f"{path}: {_unreachable(bootstrap_servers, error)}; {server} accepts connections though: "
+        f"if its listener requires TLS or SASL authentication, set security_protocol (it is "
+        f"{protocol}) and the ssl_*/sasl_* settings to match"
+    )
+
+
+def _split_host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _accepts_tcp(server: str, timeout: float = 2.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(_split_host_port(server), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _tls_error(server: str, security: dict[str, Any], timeout: float = 5.0) -> Exception | None:
+    """The error of a TLS handshake with `server` as kafka-python makes it; None if it works."""
+    import socket
+    import ssl
+
+    host, port = _split_host_port(server)
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if security.get("ssl_cafile"):
+            context.load_verify_locations(security["ssl_cafile"])
+        else:
+            context.load_default_certs()
+        if security.get("ssl_certfile"):
+            context.load_cert_chain(security["ssl_certfile"], security.get("ssl_keyfile"))
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with context.wrap_socket(sock, server_hostname=host):
+                return None
+    except (OSError, ValueError) as tls_error:  # ssl.SSLError is an OSError
+        return tls_error
 
 
 # --- preflight ---------------------------------------------------------------------------------
@@ -371,7 +487,7 @@ def check_topic(
             **_client_config(bootstrap_servers, **security),
         )
     except KafkaError as error:
-        return [Unreachable(f"{path}: {_unreachable(bootstrap_servers, error)}")]
+        return [_connect_failure(bootstrap_servers, error, path, security)]
     try:
         if create:
             spec: dict[str, Any] = {}
