@@ -133,6 +133,8 @@ class _WriteWindowFileFn(beam.DoFn):
     def process(self, keyed, window=beam.DoFn.WindowParam) -> Iterator[str]:
         stream_id, chunks = keyed
         rows = sorted(chunks, key=lambda chunk: chunk.seq)
+        if not rows:
+            return  # Flink delivers the empty final pane Python windowing asks for
         start = datetime.datetime.fromtimestamp(float(window.start), datetime.timezone.utc)
         directory = os.path.join(
             self._path, f"stream={stream_id}", f"date={start:%Y-%m-%d}"

@@ -27,6 +27,7 @@ from apache_beam.runners.runner import PipelineState
 from streamtap.config import PipelineConfig
 from streamtap.io.runtime import clear_stop, request_stop
 from streamtap.pipelines.capture import build_capture, resume_positions
+from streamtap.pipelines.flink import flink_defaults, watch_flink_job
 from streamtap.status import StatusPrinter, summary_lines
 
 __all__ = ["RunError", "find_prism", "pipeline_options", "run_capture"]
@@ -56,7 +57,7 @@ def find_prism() -> str | None:
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     """Beam options from the command line, with streamtap's runner defaults filled in."""
-    options = PipelineOptions(list(beam_args))
+    options = PipelineOptions(flink_defaults(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
@@ -121,6 +122,7 @@ def run_capture(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    watch_flink_job(options, [source.id for source in config.sources])
 
     finished = threading.Event()
     outcome: dict[str, object] = {}

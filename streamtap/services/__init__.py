@@ -4,7 +4,8 @@ Each module exposes one class with `up()`, `down()` and `status()`; SERVICES map
 `streamtap services up NAME` accepts to them.
 """
 
+from streamtap.services.flink import FlinkService
 from streamtap.services.icecast import IcecastService
 from streamtap.services.kafka import KafkaService
 
-SERVICES = {service.name: service for service in (KafkaService, IcecastService)}
+SERVICES = {service.name: service for service in (KafkaService, IcecastService, FlinkService)}

@@ -1,0 +1,256 @@
+"""Runner defaults for `--runner=FlinkRunner`, so `--flink_master=HOST:PORT` alone works.
+
+Beam's own FlinkRunner downloads a shaded job-server jar from Maven Central, which does not serve
+any usable one here (see streamtap.services.flink). `flink_defaults(beam_args)` fills in, unless
+the user chose otherwise:
+
+- `--job_endpoint`: the job server of a `streamtap services up flink` cluster whose REST address is
+  the `--flink_master` (found through the flink state dir, $STREAMTAP_STATE/flink); otherwise
+- `--flink_job_server_jar`: streamtap's cached job server launcher (fetched on first use), which
+  Beam starts for this run and stops after it (with `--expansion_port=-1`: the Java expansion
+  service is not among its jars); this serves remote clusters and `--flink_master=[local]` (an
+  embedded MiniCluster inside the job server);
+- `--flink_version=1.19`: the Flink version of that job server;
+- `--environment_type=LOOPBACK` when the master is on this machine (the SDK workers run inside
+  `streamtap run`, so Ctrl-C drains the streams as on Prism). A remote master needs a worker
+  choice: EXTERNAL with a worker pool beside each TaskManager, or DOCKER/PROCESS;
+- on a real cluster (not [local]/[auto]): `--checkpointing_interval=10000` (ms), so a failure
+  resumes every stream where the last checkpoint left it instead of at seq 0, and
+  `--finish_bundle_before_checkpointing` (Beam 2.70 otherwise holds bundle output back and the
+  streams stall);
+- `--job_name=streamtap-<random>`, by which `watch_flink_job` finds the job.
+
+With checkpointing on, Beam keeps the Impulse source running, so the Flink job does not finish by
+itself when every stream has ended; `watch_flink_job` (started by run_capture) then drains it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Sequence
+
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    JobServerOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
+
+__all__ = [
+    "flink_defaults",
+    "is_flink_runner",
+    "watch_flink_job",
+    "DEFAULT_CHECKPOINTING_INTERVAL_MS",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINTING_INTERVAL_MS = 10_000
+_MAGIC_MASTERS = ("[local]", "[auto]")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+# The job server JVM Beam starts from --flink_job_server_jar: a modest heap (it also hosts the
+# whole MiniCluster with --flink_master=[local]); the opens Flink needs on Java 17.
+_JOB_SERVER_JVM = ("-Xmx1g", "-XX:+UseSerialGC", "-Djava.net.preferIPv4Stack=true")
+
+
+def is_flink_runner(runner: str | None) -> bool:
+    name = (runner or "").rsplit(".", 1)[-1].lower()
+    return name in ("flinkrunner", "flink")
+
+
+def flink_defaults(beam_args: Sequence[str]) -> list[str]:
+    """`beam_args` plus the options a FlinkRunner capture needs here; unchanged for other runners.
+
+    Raises streamtap.pipelines.run.RunError when the choice cannot be made (a remote master
+    without --environment_type, or no way to get the job server).
+    """
+    args = list(beam_args)
+    options = PipelineOptions(args)
+    if not is_flink_runner(options.view_as(StandardOptions).runner):
+        return args
+    from streamtap.pipelines.run import RunError
+    from streamtap.services.flink import (
+        FLINK_MINOR_VERSION,
+        JAVA17_OPTS,
+        ensure_job_server,
+        running_job_endpoint,
+    )
+    from streamtap.services.process import ServiceError
+
+    flink = options.view_as(FlinkRunnerOptions)
+    portable = options.view_as(PortableOptions)
+    master = (flink.flink_master or "[auto]").strip()
+    extra: list[str] = []
+
+    if not portable.job_endpoint and not flink.flink_job_server_jar and not (
+        flink.flink_submit_uber_jar
+    ):
+        endpoint = None if master in _MAGIC_MASTERS else running_job_endpoint(master)
+        if endpoint is not None:
+            _LOGGER.info("FlinkRunner: using the job server of the local cluster at %s", endpoint)
+            extra.append(f"--job_endpoint={endpoint}")
+        else:
+            try:
+                launcher = ensure_job_server()
+            except ServiceError as error:
+                raise RunError(f"cannot get the Beam Flink job server: {error}") from None
+            extra.append(f"--flink_job_server_jar={launcher}")
+            if not _given(args, "expansion_port"):
+                # The Java expansion service is not among the job server's jars.
+                extra.append("--expansion_port=-1")
+            if not options.view_as(JobServerOptions).job_server_jvm_properties:
+                extra += [
+                    f"--job_server_jvm_properties={prop}"
+                    for prop in (*_JOB_SERVER_JVM, *JAVA17_OPTS.split())
+                ]
+        if not _given(args, "flink_version"):
+            extra.append(f"--flink_version={FLINK_MINOR_VERSION}")
+
+    if not portable.environment_type and not portable.output_executable_path:
+        if master in _MAGIC_MASTERS or _host(master) in _LOOPBACK_HOSTS:
+            extra.append("--environment_type=LOOPBACK")
+        else:
+            raise RunError(
+                f"--flink_master={master} is not on this machine, so choose how its "
+                "TaskManagers run the Python workers: --environment_type=EXTERNAL "
+                "--environment_config=localhost:50000 with `python -m "
+                "apache_beam.runners.worker.worker_pool_main --service_port=50000` running beside "
+                "every TaskManager (same Python, apache-beam and streamtap versions), or "
+                "--environment_type=DOCKER or PROCESS"
+            )
+
+    if master not in _MAGIC_MASTERS:
+        # A real cluster: checkpoints, so a failure resumes every stream where it was.
+        if not _given(args, "checkpointing_interval"):
+            extra.append(f"--checkpointing_interval={DEFAULT_CHECKPOINTING_INTERVAL_MS}")
+        if not _given(args, "finish_bundle_before_checkpointing"):
+            # Without it Beam 2.70 buffers a bundle's output until a checkpoint completes, and
+            # with a source kept alive for checkpoints the first bundles never come out.
+            extra.append("--finish_bundle_before_checkpointing")
+    if not _given(args, "job_name"):
+        # How watch_flink_job finds the job on the cluster.
+        extra.append(f"--job_name=streamtap-{uuid.uuid4().hex[:12]}")
+    if extra:
+        _LOGGER.debug("FlinkRunner defaults: %s", " ".join(extra))
+    return args + extra
+
+
+def watch_flink_job(options: PipelineOptions, stream_ids: Sequence[str]) -> threading.Thread | None:
+    """Ends the Flink job of a LOOPBACK capture once every stream of it has finished.
+
+    With checkpointing on, Beam keeps the pipeline's Impulse source running so that checkpoints
+    stay possible, so a job whose streams all ended (duration, byte limits, EOF, Ctrl-C) would
+    never finish. This thread sees the streams end in this process (LOOPBACK workers run here)
+    and then stops the job with a drain through Flink's REST API (`flink stop --drain`): every
+    window is fired and written, a final savepoint taken, and the job FINISHES, so `streamtap
+    run` exits 0. Nothing is started for other runners, other worker environments, or an
+    embedded cluster ([local]/[auto]); a batch job that finishes by itself is left alone.
+    """
+    if not is_flink_runner(options.view_as(StandardOptions).runner):
+        return None
+    portable = options.view_as(PortableOptions)
+    master = (options.view_as(FlinkRunnerOptions).flink_master or "[auto]").strip()
+    job_name = options.get_all_options(retain_unknown_options=True).get("job_name")
+    if (portable.environment_type or "").upper() != "LOOPBACK" or master in _MAGIC_MASTERS \
+            or not job_name:
+        return None
+    rest = master if "://" in master else f"http://{master}"
+    thread = threading.Thread(
+        target=_watch, args=(rest.rstrip("/"), job_name, list(stream_ids)),
+        name="streamtap-flink-drain", daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+_GRACE_SECONDS = 3.0
+
+
+def _watch(rest: str, job_name: str, stream_ids: list[str]) -> None:
+    from streamtap.io.runtime import hub
+
+    before = {sid: hub().finished.get(sid) for sid in stream_ids}
+    all_done_since = None
+    job_id = None
+    while True:
+        time.sleep(0.5)
+        try:
+            job = _find_job(rest, job_name, job_id)
+        except (OSError, ValueError) as error:
+            _LOGGER.debug("Flink REST API at %s: %s", rest, error)
+            continue
+        if job is None:
+            continue
+        job_id = job["jid"]
+        if job["state"] in ("FINISHED", "CANCELED", "FAILED"):
+            return
+        finished = hub().finished
+        done = all(finished.get(sid) is not None and finished.get(sid) is not before[sid]
+                   for sid in stream_ids)
+        if not done or job["state"] != "RUNNING":
+            all_done_since = None
+            continue
+        all_done_since = all_done_since or time.monotonic()
+        if time.monotonic() - all_done_since < _GRACE_SECONDS:
+            continue  # a job that ends by itself (batch, no checkpointing) needs no drain
+        _LOGGER.info("every stream ended: draining Flink job %s (%s)", job_id, job_name)
+        try:
+            _drain(rest, job_id)
+        except (OSError, ValueError) as error:
+            _LOGGER.warning("could not drain Flink job %s at %s: %s; stop it with `flink stop "
+                            "--drain %s`", job_id, rest, error, job_id)
+        return
+
+
+def _find_job(rest: str, job_name: str, job_id: str | None) -> dict | None:
+    jobs = _rest(f"{rest}/jobs/overview").get("jobs", [])
+    matches = [j for j in jobs if (j["jid"] == job_id if job_id else j.get("name") == job_name)]
+    return max(matches, key=lambda j: j.get("start-time", 0)) if matches else None
+
+
+def _drain(rest: str, job_id: str) -> None:
+    try:
+        _rest(f"{rest}/jobs/{job_id}/stop", {"drain": True})
+    except OSError as error:
+        if "savepoint" not in str(error).lower():
+            raise
+        # The cluster has no state.savepoints.dir: name one (on the JobManager's host).
+        _rest(f"{rest}/jobs/{job_id}/stop",
+              {"drain": True, "targetDirectory": "file:///tmp/streamtap-savepoints"})
+
+
+def _rest(url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read().decode() or "{}")
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")[:500]
+        raise OSError(f"HTTP {error.code} from {url}: {detail}") from None
+
+
+def _given(args: Sequence[str], name: str) -> bool:
+    """Whether --name (or its dashed spelling) is among args, as --name=v or --name v."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
+    return any(arg.split("=", 1)[0] in spellings for arg in args)
+
+
+def _host(master: str) -> str:
+    """The host part of a Flink master address: [scheme://]host[:port][/path]."""
+    address = master.split("://", 1)[-1].split("/", 1)[0]
+    if address.startswith("["):  # [::1]:8081
+        return address.split("]", 1)[0] + "]"
+    return address.rsplit(":", 1)[0] if ":" in address else address
+
+
+if __name__ == "__main__":  # pragma: no cover - a manual check: prints the filled-in options
+    print(" ".join(flink_defaults(sys.argv[1:])))

@@ -1,0 +1,250 @@
+"""Captures on a real standalone Flink cluster (streamtap.services.flink), byte-exact.
+
+The cluster (JobManager, 2 TaskManagers, Beam job server) is started once for the module by the
+`flink` fixture. Captures run as `streamtap run ... --runner=FlinkRunner --flink_master=HOST:PORT`
+and nothing else: streamtap finds the cluster's job server and picks LOOPBACK workers (the
+Python SDK workers run inside `streamtap run`, TaskManagers call them over loopback).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from streamtap.config import parse_config
+from streamtap.io.parquet import capture_files
+from streamtap.io.synthetic import SyntheticSource, synthetic_bytes
+from streamtap.pipelines.run import run_capture
+from tests.fixtures.flink import taskmanager_of_job
+from tests.helpers import (
+    CaptureProcess,
+    TcpFeeder,
+    assert_verified,
+    chunks_of,
+    stream_bytes,
+    wait_until,
+    write_config,
+)
+
+# Generous: the first run on a machine also fetches Flink (PyPI) and the job server (Maven).
+pytestmark = pytest.mark.timeout(420)
+
+
+def _finished_jobs(service) -> set[str]:
+    return {job["jid"] for job in service.jobs() if job["state"] == "FINISHED"}
+
+
+def _checkpoint_counts(service, job_id: str) -> dict:
+    return service.rest(f"/jobs/{job_id}/checkpoints")["counts"]
+
+
+def _running_job(service) -> str | None:
+    running = [job["jid"] for job in service.jobs() if job["state"] == "RUNNING"]
+    return running[0] if running else None
+
+
+def test_unbounded_capture_on_flink_is_byte_exact_and_drains_on_sigint(flink_env, tmp_path):
+    """TCP and file streams on the cluster; window files appear while it runs; Ctrl-C drains."""
+    capture_dir = tmp_path / "capture"
+    tcp_data = os.urandom(2_000_000)
+    feeder = TcpFeeder(tcp_data, piece=16384, pause=0.004)
+    file_data = os.urandom(3_000_000)
+    data_file = tmp_path / "recording.bin"
+    data_file.write_bytes(file_data)
+    config = write_config(
+        tmp_path / "pipeline.yaml",
+        {
+            "sources": [
+                {"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+                {"id": "file1", "type": "file", "path": str(data_file)},
+            ],
+            "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
+            "window_seconds": 2,
+            "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+        },
+    )
+    jobs_before = _finished_jobs(flink_env)
+    run = CaptureProcess(config, "--runner=FlinkRunner", f"--flink_master={flink_env.flink_master}")
+    try:
+        wait_until(feeder.sent.is_set, 120, "the TCP feeder to send everything")
+        wait_until(lambda: capture_dir.exists() and len(capture_files(str(capture_dir))) >= 2,
+                   60, "window files while the capture runs")
+        assert run.process.poll() is None  # files appeared while it was still running
+        time.sleep(2.5)  # the last TCP bytes are cut into a chunk (max_seconds 0.5)
+        run.interrupt()
+        code, output = run.wait(timeout=120)
+    finally:
+        feeder.close()
+    assert code == 0, output
+    assert "SIGINT" in output and "pipeline failed" not in output
+    assert_verified(str(capture_dir), streams=2)
+    assert stream_bytes(str(capture_dir), "tcp1") == tcp_data
+    assert stream_bytes(str(capture_dir), "file1") == file_data
+    # It ran as a job of the standalone cluster, which finished (not on an embedded MiniCluster).
+    assert len(_finished_jobs(flink_env) - jobs_before) == 1
+
+
+def test_bounded_capture_on_flink_batch(flink_env, tmp_path):
+    """`--duration` makes a bounded job: Flink runs it in batch mode; in-process run_capture."""
+    capture_dir = tmp_path / "capture"
+    file_data = os.urandom(1_500_000)
+    data_file = tmp_path / "recording.bin"
+    data_file.write_bytes(file_data)
+    sensor = {"id": "sensor1", "type": "synthetic", "rate": 4000, "sample_format": "int32"}
+    config = parse_config({
+        "sources": [sensor, {"id": "file1", "type": "file", "path": str(data_file),
+                             "start_offset": 1000}],
+        "chunk": {"max_bytes": 32768, "max_seconds": 0.5},
+        "window_seconds": 2,
+        "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+    })
+    out = io.StringIO()
+    code = run_capture(
+        config, ["--runner=FlinkRunner", f"--flink_master={flink_env.flink_master}"],
+        duration=6, status_interval=0, out=out,
+    )
+    assert code == 0, out.getvalue()
+    assert "(bounded)" in out.getvalue()
+    reports = assert_verified(str(capture_dir), streams=2)
+    assert stream_bytes(str(capture_dir), "file1") == file_data[1000:]
+    sensor_bytes = stream_bytes(str(capture_dir), "sensor1")
+    assert reports["sensor1"].discontinuities == 0 and len(sensor_bytes) > 4 * 4000 * 3
+    source = SyntheticSource(**{k: v for k, v in sensor.items() if k != "type"})
+    assert sensor_bytes == synthetic_bytes(source, 0, len(sensor_bytes) // 4)
+
+
+class _LiveBroadcast:
+    """A live TCP stream: every client gets the broadcast from the moment it connects.
+
+    The broadcast is a sequence of `piece`-byte pieces, each an 8-byte big-endian piece number
+    followed by bytes derived from it, so any captured session can be checked on its own
+    (`check_session`) wherever a reconnect made it start.
+    """
+
+    def __init__(self, rate: int = 200_000, piece: int = 2000):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._rate, self._piece = rate, piece
+        self._start = time.monotonic()
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def piece(self, number: int) -> bytes:
+        body = bytes((number * 31 + i) & 0xFF for i in range(self._piece - 8))
+        return number.to_bytes(8, "big") + body
+
+    def check_session(self, data: bytes) -> None:
+        """Asserts `data` is whole consecutive pieces (the last one may be cut short)."""
+        first = int.from_bytes(data[:8], "big")
+        for index, start in enumerate(range(0, len(data), self._piece)):
+            expected = self.piece(first + index)
+            got = data[start:start + self._piece]
+            assert got == expected[:len(got)], f"piece {first + index} differs"
+
+    def _current_piece(self) -> int:
+        return int((time.monotonic() - self._start) * self._rate) // self._piece
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            number = self._current_piece()
+            while not self._stop.is_set():
+                now = self._current_piece()
+                try:
+                    while number < now:
+                        connection.sendall(self.piece(number))
+                        number += 1
+                except OSError:
+                    return
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+
+def test_taskmanager_killed_mid_capture_recovers_from_checkpoint(flink_healed, tmp_path):
+    """SIGKILL of the TaskManager running the capture: the job restarts from its last
+    checkpoint on the other TaskManager. The followed file resumes at its offset with nothing
+    lost; the live TCP stream reconnects and marks a discontinuity instead of hiding the gap."""
+    service = flink_healed
+    capture_dir = tmp_path / "capture"
+    growing = tmp_path / "growing.bin"
+    growing.write_bytes(b"")
+    file_data = os.urandom(4_000_000)
+    broadcast = _LiveBroadcast()
+    config = write_config(
+        tmp_path / "pipeline.yaml",
+        {
+            "sources": [
+                {"id": "file1", "type": "file", "path": str(growing), "follow": True,
+                 "poll_interval": 0.05},
+                {"id": "live1", "type": "tcp", "address": f"127.0.0.1:{broadcast.port}",
+                 "reconnect": {"initial_delay": 0.2, "max_delay": 1.0}},
+            ],
+            "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
+            "window_seconds": 2,
+            "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+        },
+    )
+    appended = threading.Event()
+
+    def append_slowly() -> None:
+        with open(growing, "ab") as out:
+            for start in range(0, len(file_data), 100_000):
+                out.write(file_data[start:start + 100_000])
+                out.flush()
+                time.sleep(0.5)
+        appended.set()
+
+    run = CaptureProcess(config, "--runner=FlinkRunner",
+                         f"--flink_master={service.flink_master}",
+                         "--checkpointing_interval=2000")
+    try:
+        wait_until(lambda: _running_job(service) is not None, 120, "the job to run")
+        job = _running_job(service)
+        wait_until(lambda: capture_dir.exists() and capture_files(str(capture_dir)), 120,
+                   "the first window files")
+        writer = threading.Thread(target=append_slowly, daemon=True)
+        writer.start()
+        time.sleep(5)  # a few checkpoints (every 2 s) while both streams flow
+        victim = taskmanager_of_job(service, job, "ReadChunks")
+        assert victim is not None
+        service.kill_taskmanager(victim)
+        wait_until(appended.is_set, 120, "the file to be written completely")
+        time.sleep(6)  # the restarted job catches up with the file
+        run.interrupt()
+        code, output = run.wait(timeout=120)
+    finally:
+        broadcast.close()
+    assert code == 0, output
+    states = [j["state"] for j in service.jobs() if j["jid"] == job]
+    assert states == ["FINISHED"], states
+    # It was restored from a checkpoint (not restarted from scratch).
+    assert _checkpoint_counts(service, job)["restored"] >= 1
+    reports = assert_verified(str(capture_dir), streams=2)
+    assert stream_bytes(str(capture_dir), "file1") == file_data
+    # The live stream: every session is an unbroken run of the broadcast, and anything lost
+    # between sessions is a marked discontinuity (verify passed). With LOOPBACK workers the
+    # reader lives in `streamtap run`, not in the killed TaskManager: its TCP session survives
+    # and the restored job gets the very same chunks again, so nothing is lost at all.
+    sessions: dict[str, bytearray] = {}
+    for chunk in chunks_of(str(capture_dir), "live1"):
+        sessions.setdefault(chunk.session, bytearray()).extend(chunk.payload)
+    for data in sessions.values():
+        broadcast.check_session(bytes(data))
+    live = reports["live1"]
+    assert live.discontinuities == live.sessions - 1, live.summary()
+    assert live.bytes > 2_000_000, live.summary()
