@@ -28,6 +28,7 @@ from streamtap.config import PipelineConfig
 from streamtap.io.runtime import clear_stop, request_stop
 from streamtap.pipelines.capture import build_capture, resume_positions
 from streamtap.pipelines.flink import flink_defaults, watch_flink_job
+from streamtap.pipelines.spark import check_spark_bounded, spark_defaults
 from streamtap.status import StatusPrinter, summary_lines
 
 __all__ = ["RunError", "find_prism", "pipeline_options", "run_capture"]
@@ -57,7 +58,7 @@ def find_prism() -> str | None:
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     """Beam options from the command line, with streamtap's runner defaults filled in."""
-    options = PipelineOptions(flink_defaults(beam_args))
+    options = PipelineOptions(spark_defaults(flink_defaults(beam_args)))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
@@ -92,6 +93,7 @@ def run_capture(
     bounded = not streaming and (
         duration is not None or all(source.max_bytes for source in config.sources)
     )
+    check_spark_bounded(options, bounded)
     run_dir = Path(tempfile.mkdtemp(prefix="streamtap-run-"))
     stop_file = run_dir / "STOP"
     start_positions = resume_positions(config)
