@@ -104,6 +104,7 @@ def test_bounded_capture_on_flink_batch(flink_env, tmp_path):
         "sinks": [{"type": "parquet", "path": str(capture_dir)}],
     })
     out = io.StringIO()
+    jobs_before = _finished_jobs(flink_env)
     code = run_capture(
         config, ["--runner=FlinkRunner", f"--flink_master={flink_env.flink_master}"],
         duration=6, status_interval=0, out=out,
@@ -116,6 +117,14 @@ def test_bounded_capture_on_flink_batch(flink_env, tmp_path):
     assert reports["sensor1"].discontinuities == 0 and len(sensor_bytes) > 4 * 4000 * 3
     source = SyntheticSource(**{k: v for k, v in sensor.items() if k != "type"})
     assert sensor_bytes == synthetic_bytes(source, 0, len(sensor_bytes) // 4)
+    # The dashboard (REST API) names the steps after streamtap's labels and shows the per-stream
+    # metrics (Beam's metrics container is the job's "Accumulators" tab).
+    (job_id,) = _finished_jobs(flink_env) - jobs_before
+    vertices = " ".join(v["name"] for v in flink_env.rest(f"/jobs/{job_id}")["vertices"])
+    for label in ("ReadStreams", "Window", "WriteToParquet"):
+        assert label in vertices, vertices
+    accumulators = str(flink_env.rest(f"/jobs/{job_id}/accumulators"))
+    assert "sensor1.bytes" in accumulators, accumulators[:2000]
 
 
 class _LiveBroadcast:
