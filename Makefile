@@ -12,7 +12,7 @@ PRISM := .prism/prism
 APT_PACKAGES := icecast2 ffmpeg kcat
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install demo test test-deps clean
+.PHONY: install demo test test-deps bench clean
 
 install: $(BIN)/streamtap $(PRISM)
 
@@ -42,6 +42,11 @@ demo: install
 
 test: install test-deps
 	$(BIN)/python -m pytest
+
+# Every scenario of BENCHMARKS.md (~30 min; `$(BIN)/python -m benchmarks --quick` for ~5 min).
+bench: install test-deps
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .prism .streamtap capture *.egg-info

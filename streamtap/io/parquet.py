@@ -11,10 +11,12 @@ derived from its contents (window start, first seq): a retried bundle rewrites t
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import os
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator
@@ -24,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, doc
@@ -49,6 +52,12 @@ SCHEMA = pa.schema(
 _COMPRESSIONS = ("none", "snappy", "zstd", "gzip", "lz4")
 # Row groups of about this many payload bytes keep readers' memory bounded on big windows.
 _ROW_GROUP_BYTES = 128 * 1024 * 1024
+# Files are written and fsync'ed by this many threads at once. A window of 1,000 live streams is
+# 1,000 small files, and one fsync after the other (each waiting for its own journal commit) made
+# the sink fall behind; concurrent fsyncs share commits. pyarrow and fsync release the GIL.
+_WRITE_THREADS = 8
+# A bundle waits for its oldest file once this many are being written (bounds memory).
+_MAX_FILES_IN_FLIGHT = 32
 
 
 @dataclass(kw_only=True)
@@ -125,12 +134,25 @@ class WriteToParquet(beam.PTransform):
 
 
 class _WriteWindowFileFn(beam.DoFn):
+    """Writes one file per (stream, window); files of a bundle are written concurrently.
+
+    A bundle finishes only when all of its files are fsync'ed and renamed, and a failed write
+    fails the bundle (the runner retries it; file names depend only on the content).
+    """
+
     def __init__(self, path: str, compression: str):
         self._path = path
         self._compression = compression
         self._files = Metrics.counter("streamtap", "parquet_files")
 
-    def process(self, keyed, window=beam.DoFn.WindowParam) -> Iterator[str]:
+    def setup(self) -> None:
+        self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="streamtap-parquet")
+        self._in_flight: collections.deque[tuple[Future, object]] = collections.deque()
+
+    def start_bundle(self) -> None:
+        self._in_flight = collections.deque()
+
+    def process(self, keyed, window=beam.DoFn.WindowParam) -> Iterator[WindowedValue]:
         stream_id, chunks = keyed
         rows = sorted(chunks, key=lambda chunk: chunk.seq)
         if not rows:
@@ -139,21 +161,43 @@ class _WriteWindowFileFn(beam.DoFn):
         directory = os.path.join(
             self._path, f"stream={stream_id}", f"date={start:%Y-%m-%d}"
         )
-        os.makedirs(directory, exist_ok=True)
         name = f"{start:%H%M%S}-{rows[0].seq:012d}.parquet"
-        final = os.path.join(directory, name)
-        temporary = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            _write_table(temporary, rows, self._compression)
-            os.replace(temporary, final)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
+        future = self._pool.submit(_write_file, directory, name, rows, self._compression)
+        self._in_flight.append((future, window))
+        while self._in_flight and (
+            len(self._in_flight) > _MAX_FILES_IN_FLIGHT or self._in_flight[0][0].done()
+        ):
+            yield self._collect()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        while self._in_flight:
+            yield self._collect()
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _collect(self) -> WindowedValue:
+        future, window = self._in_flight.popleft()
+        final = future.result()  # re-raises the write's error: the bundle fails
         self._files.inc()
-        yield final
+        return WindowedValue(final, window.max_timestamp(), (window,))
+
+
+def _write_file(directory: str, name: str, rows: list[Chunk], compression: str) -> str:
+    """Writes `rows` to directory/name via a hidden temporary file; returns the final path."""
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(directory, name)
+    temporary = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_table(temporary, rows, compression)
+        os.replace(temporary, final)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    return final
 
 
 def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
@@ -173,15 +217,18 @@ def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
     )
     largest = max(len(row.payload) for row in rows) or 1
     row_group_size = max(1, _ROW_GROUP_BYTES // largest)
-    with open(path, "wb") as file:
-        pq.write_table(
-            table,
-            file,
-            compression=None if compression == "none" else compression,
-            row_group_size=row_group_size,
-        )
-        file.flush()
-        os.fsync(file.fileno())
+    # pyarrow's own file writer (not a Python file object: no GIL per write call), then fsync.
+    pq.write_table(
+        table,
+        path,
+        compression=None if compression == "none" else compression,
+        row_group_size=row_group_size,
+    )
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --- reading a capture back --------------------------------------------------------------------

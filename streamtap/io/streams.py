@@ -184,7 +184,12 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
                 hub().release(reader)
                 watermark_estimator.set_watermark(Timestamp.of(_MAX_EVENT_TIME))
             return
-        watermark = Timestamp.of(reader.watermark(seq))
+        # Every stream of this process reports the lowest watermark of them all. Prism (2.77)
+        # takes an SDF stage's output watermark from the residuals of the latest bundle only,
+        # not from all parked residuals, so a stream's own watermark let it run ahead of streams
+        # in other bundles, whose next chunks were then late for their windows (written as
+        # extra files when the capture ended). Runners that track each residual lose nothing.
+        watermark = Timestamp.of(min(reader.watermark(seq), hub().min_watermark()))
         current = watermark_estimator.current_watermark()
         if current is None or watermark > current:
             watermark_estimator.set_watermark(watermark)

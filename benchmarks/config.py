@@ -1,0 +1,92 @@
+"""Every scenario's configuration: sizes, durations, targets. `QUICK` overrides for --quick.
+
+Change numbers here, not in the scenario modules; results record the configuration they ran with.
+"""
+
+from __future__ import annotations
+
+KIB = 1024
+MIB = 1024 * 1024
+
+REPEATS = 3  # full mode; --quick runs each measurement once
+
+SCENARIOS: dict[str, dict] = {
+    # 1. One fast TCP stream to local Parquet (bounded, FnApiRunner) vs pyarrow alone.
+    "parquet_tcp": {
+        "title": "One fast TCP stream to local Parquet",
+        "total_bytes": 384 * MIB,
+        "chunk_bytes": 64 * KIB,
+        "compression": "none",  # same codec for both; the feeder's data is incompressible anyway
+        # The pyarrow baseline writes files of this size (streamtap writes one file per window;
+        # its real file sizes are recorded, and the baseline is re-measured at that size).
+        "baseline_file_bytes": 64 * MIB,
+        "window_seconds": 1.0,
+        "target_ratio": 0.50,
+        "profile": True,
+    },
+    # 2. Many live 128 kbit/s HTTP streams from Icecast on Prism, stopped by SIGINT.
+    "live_icecast": {
+        "title": "Many live Icecast streams on Prism",
+        "streams": 1000,
+        "mounts": 4,  # every mount has streams/mounts listeners; each is its own stream id
+        "bitrate": "128k",
+        "seconds": 180,
+        "window_seconds": 10.0,
+        "chunk_max_seconds": 1.0,
+        # When N streams miss a target, these smaller counts are tried (one run each, step_seconds).
+        "fallback_streams": [500, 350, 250, 100],
+        "step_seconds": 60,
+        "target_cpu_cores": 1.0,
+        "target_rss_bytes": 2 * 1024 * MIB,
+        "latency_margin_seconds": 2.0,  # p99 arrival-to-file latency < window + this
+        "profile_seconds": 30,
+        "repeats": 1,  # several minutes each: one run per N (the medians are over streams)
+    },
+    # 3. streamtap's Kafka sink vs Kafka's own ProducerPerformance.
+    "kafka_producer": {
+        "title": "Kafka sink vs Kafka's ProducerPerformance",
+        "records": 4000,
+        "record_bytes": 64 * KIB,
+        "target_ratio": 0.70,
+    },
+    # 4. Same 100 HTTP streams into the same broker: streamtap vs a plain script (vs Benthos).
+    "alternatives": {
+        "title": "100 Icecast streams into Kafka: streamtap vs alternatives",
+        "streams": 100,
+        "mounts": 4,
+        "bitrate": "128k",
+        "seconds": 90,
+        "plain_read_bytes": 16 * KIB,  # ~1 s of 128 kbit/s audio per Kafka record, like streamtap
+        "repeats": 1,
+    },
+    # 5. 100 synthetic sensors, 1,000 float32 samples/s each, chunked, to Kafka.
+    "sensors_kafka": {
+        "title": "100 synthetic sensors to Kafka",
+        "sensors": 100,
+        "rate": 1000.0,
+        "sample_format": "float32",
+        "chunk_max_seconds": 1.0,
+        "seconds": 60,
+        "window_seconds": 10.0,
+        "repeats": 1,
+    },
+    # 6. Flink scaling: needs the Flink runner service (issue 4).
+    "flink_scaling": {
+        "title": "Flink scaling",
+    },
+}
+
+QUICK: dict[str, dict] = {
+    "parquet_tcp": {"total_bytes": 192 * MIB, "profile": False},
+    "live_icecast": {"streams": 100, "seconds": 60, "fallback_streams": [], "profile_seconds": 15},
+    "kafka_producer": {"records": 1500},
+    "alternatives": {"seconds": 40},
+    "sensors_kafka": {"seconds": 30},
+}
+
+
+def scenario_config(name: str, quick: bool) -> dict:
+    config = dict(SCENARIOS[name])
+    if quick:
+        config.update(QUICK.get(name, {}))
+    return config
