@@ -92,12 +92,228 @@ def _summary_rows(results: dict) -> list[list[str]]:
                      f"{res['samples_per_s']} samples/s", f"no gap ({res['streams_with_problems']} streams with problems)",
                      "–", "no gap", _verdict(res["pass"]), _loads(r)])
     r = results.get("flink_scaling")
-    if r:
-        rows.append(["6. Flink scaling", "–", "–", "–", "–", r["result"].get("note", "not run"), "–"])
+    if r and "error" not in r["result"]:
+        rows += _flink_summary_rows(r)
     for name, r in results.items():
         if "error" in r["result"]:
             rows.append([name, "error", r["result"]["error"][:120], "–", "–", "**error**", _loads(r)])
     return rows
+
+
+_FLINK_SHORT = {"loopback": "LOOPBACK", "worker_pool": "worker pool"}
+_FLINK_SETUPS = {
+    "loopback": "LOOPBACK workers (default: Python in `streamtap run`)",
+    "worker_pool": "worker pool (EXTERNAL: a Python process per slot)",
+}
+
+
+def _flink_summary_rows(record: dict) -> list[list[str]]:
+    res = record["result"]
+    if "setups" not in res:  # an old stub result
+        return [["6. Flink scaling", "–", "–", "–", "–", res.get("note", "not run"), "–"]]
+    rows = []
+    for setup, data in res["setups"].items():
+        one, two = data.get("one_slot"), data.get("two_slots")
+        if not one or not two:
+            rows.append([f"6. Flink 1 → 2 slots, {_FLINK_SETUPS.get(setup, setup)}", "–", "–",
+                         "–", "–", "not measured (see details)", _loads(record)])
+            continue
+        expected = res.get("expected_scaling") if setup == "worker_pool" else None
+        verdict = _verdict(res["pass"]) if expected else "(reported)"
+        rows.append([
+            f"6. Flink 1 → 2 slots, {_FLINK_SETUPS.get(setup, setup)}",
+            f"{_fmt(one['mb_per_s'])} → {_fmt(two['mb_per_s'])} MB/s",
+            f"2 cores; machine busy {_fmt(two['machine_busy_cores'], digits=2)} cores in the "
+            f"2-slot runs, {_fmt(two['other_processes_cores'], digits=2)} of it other processes",
+            f"{_fmt(data['scaling'], digits=2)}× (paired repeats: median "
+            f"{_fmt(_median(data['scaling_per_repeat']), digits=2)}×)",
+            f"≥ {expected:.1f}× (stated expectation; the issue sets none)" if expected
+            else "– (one Python process)",
+            verdict, _loads(record)])
+    return rows
+
+
+def _median(values: list) -> float | None:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
+def _flink_details(record: dict) -> str:
+    res = record["result"]
+    cfg = record["config"]
+    if "setups" not in res:
+        return res.get("note", "not run")
+    total = res["total_bytes_per_run"]
+    topologies = "; ".join(
+        f"{_FLINK_SHORT.get(setup, setup)}: {d['topology']['taskmanagers']} TaskManager(s) × "
+        f"{d['topology']['slots_per_taskmanager']} slot(s)"
+        for setup, d in res["setups"].items() if d.get("topology"))
+    parts = [
+        f"A Flink 1.19 cluster per setup (JobManager, Beam job server, Beam worker pool, all on "
+        f"loopback; {topologies}). LOOPBACK runs on `streamtap services up flink`'s default "
+        "topology. The worker pool gets a TaskManager per slot because Beam deals a "
+        "TaskManager's stages out to its SDK workers in turn: on one TaskManager with 2 slots "
+        "the two reading tasks shared one worker process in 2 of 4 tries while this was "
+        "built. LOOPBACK is not run on 2 TaskManagers because that fails now and then: each "
+        "TaskManager asks the LOOPBACK pool in `streamtap run` for a worker with the id \"1-1\" "
+        "(ids are per TaskManager), Beam's pool keeps one worker per id, and when the first "
+        "task ends its StopWorker stops the other TaskManager's worker, whose task then fails "
+        "and restarts (seen in a run here: `SDK harness closed connection`; the benchmark's "
+        "one-shot feeders cannot serve the restarted readers, so that run hung). streamtap's "
+        "worker pool "
+        "(`streamtap.services.worker_pool`) handles repeated ids.",
+        "",
+        f"Each run captures {cfg['streams']} TCP streams of "
+        f"{cfg['stream_bytes'] / 2**20:.0f} MiB ({total / 2**30:.2f} GiB in all), each from its "
+        f"own feeder process sending as fast as the socket takes it, in {cfg['chunk_bytes'] // 1024} "
+        f"KiB chunks to Parquet (`{cfg['compression']}`) "
+        + ("on tmpfs (/dev/shm: this disk takes ~230 MB/s of fsync'ed writes, `dd "
+           "conv=fdatasync`, which would cap the runs by the disk)"
+           if res.get("capture_on_tmpfs") else "on the local disk")
+        + "; every source has `max_bytes`, so Flink runs it as a batch job that ends by "
+        "itself. `--parallelism` 1 or 2 is the number of task slots the job occupies; the order "
+        "of 1 and 2 alternates between repeats, and each run starts once the machine was quiet "
+        f"(busy < {cfg.get('quiet_below_cores')} cores for 2 s) or after "
+        f"{cfg.get('quiet_max_wait_s')} s. MB/s = bytes / data span, the span running from "
+        "the first byte any stream received to the last file written (job submission and worker "
+        "start-up are in `wall s`). Every run is verified before it counts: `verify` "
+        "(contiguous seqs and offsets, CRCs, one session, no discontinuity, exact byte count) and "
+        "every chunk's payload compared with the bytes its feeder sent.",
+        "",
+    ]
+    rows = []
+    for setup, data in res["setups"].items():
+        for label, key in (("1 slot", "one_slot"), ("2 slots", "two_slots")):
+            d = data.get(key)
+            if not d:
+                continue
+            cores = d["cpu_cores"]
+            rows.append([
+                _FLINK_SETUPS.get(setup, setup), label, d["runs"], _fmt(d["mb_per_s"]),
+                ", ".join(_fmt(x) for x in d["mb_per_s_all"]),
+                _fmt(cores.get("streamtap_client"), digits=2),
+                _fmt(cores.get("python_workers"), digits=2),
+                _fmt(max(d["busiest_process_cores"].get("streamtap_client", 0),
+                         d["busiest_process_cores"].get("python_workers", 0)), digits=2),
+                _fmt(cores.get("taskmanagers"), digits=2),
+                _fmt(cores.get("jobmanager", 0) + cores.get("job_server", 0)
+                     + cores.get("jobmanager_jobserver", 0), digits=2),
+                _fmt(cores.get("feeders"), digits=2),
+                _fmt(d["machine_busy_cores"], digits=2), _fmt(d["other_processes_cores"], digits=2),
+                _fmt(d["cpu_us_per_kb"], digits=2), _fmt(d["load_average_1m"], digits=2),
+                "/".join(str(n) for n in d["streams_per_reader_process"]),
+            ])
+        if data.get("one_slot") and data.get("two_slots"):
+            rows.append([_FLINK_SETUPS.get(setup, setup), "**2 / 1**", "",
+                         f"**{_fmt(data['scaling'], digits=2)}×**",
+                         "per repeat: " + ", ".join(f"{x:.2f}" for x in data["scaling_per_repeat"])
+                         + f" (median {_fmt(_median(data['scaling_per_repeat']), digits=2)})",
+                         *[""] * 11])
+    parts.append("Medians over the repeats; CPU in cores (CPU seconds / data span) from psutil, "
+                 "per process group:\n")
+    parts.append(_table(["setup", "slots", "runs", "MB/s", "MB/s each run", "streamtap run (cores)",
+                         "worker-pool Pythons", "busiest Python process", "TaskManager JVMs",
+                         "JobManager + job server", "feeders", "machine busy (of 2)",
+                         "other processes", "CPU-µs/kB (ours)", "load 1m", "streams per reading process"],
+                        rows))
+    parts.append("\nEvery run (`readers`: streams read per Python process; `others`: cores that "
+                 "processes not of this capture took during its data span):\n")
+    run_rows = []
+    for run in res.get("runs", []):
+        c = run["cpu_cores_in_span"]
+        run_rows.append([run["repeat"], _FLINK_SHORT.get(run["setup"], run["setup"]), run["slots"],
+                         run["load_average_1m"], run.get("waited_s", "–"), run["mb_per_s"],
+                         run["span_s"], run["wall_s"],
+                         "/".join(map(str, run["streams_per_reader_process"])),
+                         run["cpu_cores_total_in_span"],
+                         " ".join(f"{k}={v}" for k, v in c.items() if v >= 0.01),
+                         run["machine_busy_cores"], run["other_processes_cores"],
+                         run["cpu_us_per_kb"], "yes" if run.get("verified") else "no"])
+    parts.append(_table(["repeat", "setup", "slots", "load", "waited s", "MB/s", "span s", "wall s",
+                         "readers", "our cores", "our cores by group", "machine busy",
+                         "others", "CPU-µs/kB", "byte-exact"], run_rows))
+    parts.append("")
+    parts.append(_flink_limits(res))
+    if res.get("failures"):
+        parts.append("\nFailed runs (not counted):\n")
+        parts += [f"- {f['setup']} {f['slots']} slot(s), repeat {f['repeat']}: `{f['error'][:300]}`"
+                  for f in res["failures"]]
+    return "\n".join(parts)
+
+
+def _change(before: float, after: float) -> str:
+    if not before:
+        return "–"
+    change = after / before - 1
+    return "about the same" if abs(change) < 0.15 else f"{change:+.0%}"
+
+
+def _flink_limits(res: dict) -> str:
+    """What limits the scaling, from the measured CPU of each process group."""
+    lines = ["**What limits the scaling** (from the CPU measured in these runs):", ""]
+    runs = res.get("runs", [])
+    loop = res["setups"].get("loopback", {})
+    if loop.get("one_slot") and loop.get("two_slots"):
+        one, two = loop["one_slot"], loop["two_slots"]
+        lines.append(
+            f"- LOOPBACK (the default): the streams were read in {one['reader_processes']} and "
+            f"{two['reader_processes']} process(es) with 1 and 2 slots: `streamtap run` itself, "
+            f"which did all the Python work ({_fmt(one['cpu_cores']['streamtap_client'], digits=2)} "
+            f"cores with 1 slot, {_fmt(two['cpu_cores']['streamtap_client'], digits=2)} with 2). A "
+            "second slot gives Flink a second reading task, but its Python work runs in the same "
+            "process under the same GIL, so LOOPBACK cannot use more slots for Python work; its "
+            f"ratio {_fmt(loop['scaling'], digits=2)}× (per repeat "
+            f"{', '.join(f'{x:.2f}' for x in loop['scaling_per_repeat'])}) moves with what the "
+            f"rest of the machine took: other processes {_fmt(one['other_processes_cores'], digits=2)} "
+            f"cores during the 1-slot runs, {_fmt(two['other_processes_cores'], digits=2)} during "
+            "the 2-slot runs (medians).")
+    pool = res["setups"].get("worker_pool", {})
+    if pool.get("one_slot") and pool.get("two_slots"):
+        one, two = pool["one_slot"], pool["two_slots"]
+        c1, c2 = one["cpu_cores"], two["cpu_cores"]
+        lines.append(
+            f"- Worker pool: with 2 slots the streams were read by {two['reader_processes']} "
+            f"Python processes (streams per process "
+            f"{'/'.join(map(str, two['streams_per_reader_process']))}), which used "
+            f"{_fmt(c2['python_workers'], digits=2)} cores together (busiest "
+            f"{_fmt(two['busiest_process_cores']['python_workers'], digits=2)}), against "
+            f"{_fmt(c1['python_workers'], digits=2)} for the one process with 1 slot. CPU per "
+            f"captured kB (all of streamtap's processes): {_fmt(one['cpu_us_per_kb'], digits=2)} → "
+            f"{_fmt(two['cpu_us_per_kb'], digits=2)} µs ({_change(one['cpu_us_per_kb'], two['cpu_us_per_kb'])}). "
+            f"The TaskManager JVMs took {_fmt(c2['taskmanagers'], digits=2)} cores, JobManager and "
+            f"job server {_fmt(c2.get('jobmanager', 0) + c2.get('job_server', 0) + c2.get('jobmanager_jobserver', 0), digits=2)}, the "
+            f"feeders {_fmt(c2['feeders'], digits=2)}.")
+        lines.append(
+            f"- The machine: busy {_fmt(one['machine_busy_cores'], digits=2)} of 2 cores during the "
+            f"1-slot runs and {_fmt(two['machine_busy_cores'], digits=2)} during the 2-slot runs "
+            f"(medians; steal {_fmt(two['steal_cores'], digits=2)}), of which other processes on "
+            f"this shared machine took {_fmt(one['other_processes_cores'], digits=2)} and "
+            f"{_fmt(two['other_processes_cores'], digits=2)} cores (load average "
+            f"{_fmt(one['load_average_1m'], digits=2)} / {_fmt(two['load_average_1m'], digits=2)}). "
+            + ("With 2 slots the 2 cores were saturated: a second worker process can only turn "
+               "idle CPU into throughput, and there was little."
+               if two["machine_busy_cores"] >= 1.8 else
+               "The 2 cores were not saturated in the 2-slot runs: what held them back is in the "
+               "per-process CPU above."))
+        ones = [r for r in runs if r["setup"] == "worker_pool" and r["slots"] == 1]
+        if ones and two["cpu_us_per_kb"]:
+            best = max(ones, key=lambda r: r["mb_per_s"])
+            ceiling = 2000.0 / two["cpu_us_per_kb"]  # MB/s that 2 cores carry at that cost
+            lines.append(
+                f"- Headroom (arithmetic on these measurements, not a run): at the 2-slot runs' "
+                f"cost of {_fmt(two['cpu_us_per_kb'], digits=2)} CPU-µs per kB (all of the capture's "
+                f"processes; 1 slot: {_fmt(one['cpu_us_per_kb'], digits=2)}), 2 whole cores carry at "
+                f"most ~{ceiling:.0f} MB/s, {ceiling / best['mb_per_s']:.2f}× the best 1-slot run "
+                f"({best['mb_per_s']} MB/s, when the capture took {best['cpu_cores_total_in_span']} "
+                f"cores, the one Python worker {best['cpu_cores_in_span']['python_workers']} of "
+                "them). "
+                + ("On this 2-core machine a second slot has little idle CPU to turn into "
+                   "throughput even with nobody else on it; more cores would lift it."
+                   if ceiling / best["mb_per_s"] < 1.5 else
+                   "There is room for a second worker process: what kept the 2-slot runs below it "
+                   "is in the rows above."))
+    return "\n".join(lines)
 
 
 def _loads(record: dict) -> str:
@@ -201,22 +417,47 @@ def _details(results: dict) -> str:
             parts.append(f"Error: `{res['error']}`\n")
             continue
         if name == "parquet_tcp":
+            def _dec(run, key):
+                return run.get("decomposition", {}).get(key, {}).get("mb_per_s", "–")
+
             rows = [[i + 1, run["load_average_1m"], run["pyarrow"]["mb_per_s"],
                      (run["pyarrow_same_file_size"] or {}).get("mb_per_s", "–"),
+                     (run.get("pyarrow_conventional") or {}).get("mb_per_s", "–"),
                      run["streamtap"]["mb_per_s"], run["streamtap"]["files"],
-                     round(run["streamtap"]["median_file_bytes"] / 2**20, 1), run["streamtap"]["cpu_seconds"], run["ratio"],
-                     run.get("decomposition", {}).get("beam_group_by_key_only", {}).get("mb_per_s", "–"),
-                     run.get("decomposition", {}).get("streamtap_parquet_sink_only", {}).get("mb_per_s", "–")]
+                     round(run["streamtap"]["median_file_bytes"] / 2**20, 1), run["streamtap"]["cpu_seconds"],
+                     ", ".join(f"{k} {v}" for k, v in run["streamtap"].get("thread_cpu_seconds", {}).items()) or "–",
+                     run["ratio"], run.get("ratio_vs_conventional", "–"),
+                     _dec(run, "beam_group_by_key_only"), _dec(run, "streamtap_parquet_sink_only"),
+                     _dec(run, "streamtap_parquet_sink_per_window")]
                     for i, run in enumerate(res["runs"])]
             parts.append(_table(["run", "load", "pyarrow MB/s (64 MiB files)", "pyarrow MB/s (streamtap's file size)",
-                                 "streamtap MB/s", "files", "median file MiB", "streamtap CPU s", "ratio",
-                                 "Beam GBK alone MB/s", "streamtap sink alone MB/s"], rows))
-            parts.append("\nThe last two columns feed generated 64 KiB chunks (no socket) through Beam's WindowInto + "
-                         "GroupByKey only, and through streamtap's Parquet sink, on the same runner.")
-            main = res.get("profile_main_thread") or {}
-            profile = main if main.get("samples") else res.get("profile")
-            if profile:
-                parts.append("\nProfile of a separate capture run (all threads, wall time):\n\n" + _profile_block(profile, 14))
+                                 "pyarrow MB/s, from_pydict tables (reference)",
+                                 "streamtap MB/s", "files", "median file MiB", "streamtap CPU s",
+                                 "CPU s by thread", "ratio", "ratio vs from_pydict",
+                                 "Beam GBK alone MB/s", "streamtap sink alone MB/s",
+                                 "sink alone, files: per_window MB/s"], rows))
+            parts.append("\nThe pyarrow baseline builds its tables the way the sink does, over the payloads' own "
+                         "buffers, and writes with the sink's options; the from_pydict column copies the payloads "
+                         "into one contiguous column first (pyarrow's conventional way, and this benchmark's "
+                         "baseline before the sink stopped copying), for reference. The last three columns feed "
+                         "generated 64 KiB chunks (no socket, one bundle) through Beam's WindowInto + GroupByKey "
+                         "only, through streamtap's Parquet sink as Parquet-only captures use it (no shuffle), and "
+                         "through the sink with `files: per_window` (GroupByKey), on the same runner.")
+            profile = res.get("profile")
+            if res.get("profile_kind") == "gil" and profile:
+                run = res.get("profile_run") or {}
+                parts.append("\nGIL profile of a separate capture run (py-spy --gil: samples of whichever thread "
+                             f"holds the GIL; {run.get('mb_per_s', '–')} MB/s, CPU by thread "
+                             f"{json.dumps(run.get('thread_cpu_seconds', {}))}), all threads:\n\n"
+                             + _profile_block(profile, 14))
+                main = res.get("profile_main_thread") or {}
+                if main.get("samples"):
+                    parts.append("\nThe bundles' thread (MainThread) alone:\n\n" + _profile_block(main, 10))
+            else:
+                main = res.get("profile_main_thread") or {}
+                profile = main if main.get("samples") else profile
+                if profile:
+                    parts.append("\nProfile of a separate capture run (all threads, wall time):\n\n" + _profile_block(profile, 14))
         elif name == "live_icecast":
             keys = ["streams", "seconds", "drain_seconds", "bytes_per_second", "reconnects", "discontinuities",
                     "cpu_cores_steady", "cpu_cores_steady_by_process", "peak_rss_mib", "peak_rss_mib_by_process",
@@ -252,7 +493,7 @@ def _details(results: dict) -> str:
                     "cpu_us_per_sample_total", "peak_rss_mib", "load_average_1m"]
             parts.append(_table(keys, [[json.dumps(res.get(k)) if isinstance(res.get(k), dict) else res.get(k) for k in keys]]))
         elif name == "flink_scaling":
-            parts.append(res.get("note", "not run"))
+            parts.append(_flink_details(r))
         parts.append("")
     return "\n".join(parts)
 

@@ -25,6 +25,7 @@ __all__ = [
     "Unreachable",
     "ChunkSettings",
     "ReconnectSettings",
+    "ReadSettings",
     "SourceConfig",
     "SinkConfig",
     "TransformConfig",
@@ -94,6 +95,39 @@ class ChunkSettings:
             errors.append(f"{path}.max_bytes: must be between 1 and 67108864, got {self.max_bytes}")
         if self.max_seconds <= 0:
             errors.append(f"{path}.max_seconds: must be > 0 seconds, got {self.max_seconds}")
+        return errors
+
+
+@dataclass(kw_only=True)
+class ReadSettings:
+    group_size: int | None = doc(
+        "Streams per source element: the runner schedules, checkpoints and spreads over workers "
+        "groups of streams, not single streams, so larger groups cost it less per stream. "
+        "Default: one group per parallel worker (--parallelism, --sdk_worker_parallelism), "
+        "at most 1,000 streams each.",
+        None,
+    )
+    poll_seconds: float | None = doc(
+        "How often a group hands its new chunks to the runner, in seconds. Longer polls cost "
+        "less CPU and add up to this much latency. Default: chunk.max_seconds, at most 1 s "
+        "(polling faster mostly finds no new chunk); 0.2 s when chunks are held until their "
+        "window closes (Parquet-only captures), so windows are written soon after they close.",
+        None,
+    )
+    per_stream_metrics: bool | None = doc(
+        "Beam counters per stream (<id>.bytes, <id>.chunks, ...) besides the totals (bytes, "
+        "chunks, ...). Default: on up to 50 streams; above that they are off, because the "
+        "Python SDK reports every counter on every bundle (the status lines keep per-stream "
+        "numbers).",
+        None,
+    )
+
+    def validate(self, path: str) -> list[str]:
+        errors = []
+        if self.group_size is not None and self.group_size < 1:
+            errors.append(f"{path}.group_size: must be >= 1, got {self.group_size}")
+        if self.poll_seconds is not None and not 0 < self.poll_seconds <= 60:
+            errors.append(f"{path}.poll_seconds: must be > 0 and <= 60, got {self.poll_seconds}")
         return errors
 
 
@@ -176,6 +210,14 @@ class SinkConfig:
         """
         return {}
 
+    def wants_whole_windows(self) -> bool:
+        """True if this sink writes best when each stream's window arrives in one bundle.
+
+        When every sink says so, streams hand over their chunks window by window (see
+        ReadStreams' release_by_window) and such a sink can write a window without a shuffle.
+        """
+        return False
+
     def transform(self, config: "PipelineConfig"):
         """Builds the PTransform that writes a windowed PCollection of chunks."""
         raise NotImplementedError(f"sink type {self.type!r} has no transform")
@@ -203,6 +245,10 @@ class TransformConfig:
 class PipelineConfig:
     sources: list[SourceConfig] = doc("The streams to capture.", default_factory=list)
     chunk: ChunkSettings = doc("How streams are cut into chunks.", default_factory=ChunkSettings)
+    read: ReadSettings = doc(
+        "How streams are handed to the runner (grouping, polling, metrics).",
+        default_factory=ReadSettings,
+    )
     window_seconds: float = doc("Length of the fixed event-time windows sinks write.", 10.0)
     resume: bool = doc(
         "Continue each stream's seq and offset from what the first sink already holds (Parquet), "
@@ -215,8 +261,12 @@ class PipelineConfig:
     )
     sinks: list[SinkConfig] = doc("Where chunks are written.", default_factory=list)
 
+    def releases_whole_windows(self) -> bool:
+        """True if streams hand over their chunks window by window (every sink wants it)."""
+        return all(sink.wants_whole_windows() for sink in self.sinks)
+
     def validate(self) -> list[str]:
-        errors = self.chunk.validate("chunk")
+        errors = self.chunk.validate("chunk") + self.read.validate("read")
         if self.window_seconds <= 0:
             errors.append(f"window_seconds: must be > 0, got {self.window_seconds}")
         if not self.sources:

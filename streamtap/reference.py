@@ -8,7 +8,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from streamtap.config import ChunkSettings, PipelineConfig, ReconnectSettings, SourceConfig
+from streamtap.config import (
+    ChunkSettings,
+    PipelineConfig,
+    ReadSettings,
+    ReconnectSettings,
+    SourceConfig,
+)
 from streamtap.io import registry
 
 __all__ = ["config_reference"]
@@ -55,6 +61,7 @@ def config_reference() -> str:
     lines = [BEGIN, "", "#### Top level", ""]
     lines += _table(PipelineConfig)
     lines += ["", "#### `chunk`", ""] + _table(ChunkSettings)
+    lines += ["", "#### `read`", ""] + _table(ReadSettings)
     lines += ["", "#### Every source", ""] + _table(SourceConfig)
     lines += ["", "#### `reconnect` (in every source)", ""] + _table(ReconnectSettings)
     for name, cls in registry.SOURCES.items():

@@ -14,12 +14,14 @@ import socket
 import threading
 import time
 
+import psutil
 import pytest
 
 from streamtap.config import parse_config
 from streamtap.io.parquet import capture_files
 from streamtap.io.synthetic import SyntheticSource, synthetic_bytes
-from streamtap.pipelines.run import run_capture
+from streamtap.pipelines.flink import flink_defaults
+from streamtap.pipelines.run import RunError, run_capture
 from tests.fixtures.flink import taskmanager_of_job
 from tests.helpers import (
     CaptureProcess,
@@ -286,3 +288,67 @@ def test_two_hundred_concurrent_streams_on_the_cluster_have_no_unmarked_gap(flin
         source = SyntheticSource(**{k: v for k, v in sensor.items() if k != "type"})
         assert captured == synthetic_bytes(source, 0, len(captured) // 4)
         assert reports[sensor["id"]].discontinuities == 0
+
+
+class _ReaderRecordingFeeder(TcpFeeder):
+    """A TcpFeeder that sends everything at once and notes which process connected to it
+    (pid, parent pid)."""
+
+    reader: tuple[int, int] | None = None
+
+    def _serve(self) -> None:
+        try:
+            connection, peer = self._listener.accept()
+        except OSError:
+            return
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.pid and conn.laddr and tuple(conn.laddr)[:2] == tuple(peer)[:2]:
+                self.reader = (conn.pid, psutil.Process(conn.pid).ppid())
+        with connection:
+            connection.sendall(self.data)
+            self.sent.set()
+            self._closed.wait()
+
+
+def test_external_workers_from_the_clusters_worker_pool_are_byte_exact(flink_env, tmp_path):
+    """--environment_type=EXTERNAL without a config: streamtap takes the local cluster's worker
+    pool; with --parallelism=2 the streams are read by worker processes of that pool (not by
+    this process, as with LOOPBACK), and the bounded batch capture is byte-exact."""
+    pool = flink_env.process_ids()["worker-pool"]
+    master = f"--flink_master={flink_env.flink_master}"
+    filled = flink_defaults(["--runner=FlinkRunner", master, "--parallelism=2",
+                             "--environment_type=EXTERNAL"])
+    assert f"--environment_config={flink_env.worker_pool}" in filled
+    assert "--sdk_worker_parallelism=2" in filled  # min(slots per TaskManager, parallelism)
+    with pytest.raises(RunError, match="worker pool"):
+        flink_defaults(["--runner=FlinkRunner", "--flink_master=127.0.0.1:1",
+                        "--job_endpoint=127.0.0.1:2", "--environment_type=EXTERNAL"])
+
+    capture_dir = tmp_path / "capture"
+    payloads = [os.urandom(3_000_000) for _ in range(3)]
+    feeders = [_ReaderRecordingFeeder(data) for data in payloads]
+    config = parse_config({
+        "sources": [{"id": f"tcp{i}", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+                     "max_bytes": len(payloads[i])} for i, feeder in enumerate(feeders)],
+        "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
+        "window_seconds": 2,
+        "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+    })
+    out = io.StringIO()
+    jobs_before = _finished_jobs(flink_env)
+    try:
+        code = run_capture(config, ["--runner=FlinkRunner", master, "--parallelism=2",
+                                    "--environment_type=EXTERNAL"], status_interval=0, out=out)
+    finally:
+        for feeder in feeders:
+            feeder.close()
+    assert code == 0, out.getvalue()
+    assert_verified(str(capture_dir), streams=3)
+    for index, data in enumerate(payloads):
+        assert stream_bytes(str(capture_dir), f"tcp{index}") == data
+    readers = [feeder.reader for feeder in feeders]
+    assert all(reader is not None for reader in readers), readers
+    assert all(pid != os.getpid() and parent == pool for pid, parent in readers), (readers, pool)
+    (job_id,) = _finished_jobs(flink_env) - jobs_before
+    vertices = flink_env.rest(f"/jobs/{job_id}")["vertices"]
+    assert {v["parallelism"] for v in vertices if "ReadStreams" in v["name"]} == {2}, vertices

@@ -68,6 +68,7 @@ def run(cfg: dict, repeats: int, workdir: Path, log) -> dict:
             "sources": [{"id": f"radio-{i:04d}", "type": "http", "url": url} for i, url in enumerate(urls)],
             "chunk": {"max_bytes": 65536, "max_seconds": 1.0},
             "window_seconds": 10.0,
+            "read": cfg.get("read", {}),
             "sinks": [{"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic}],
         }
         result = run_live_capture(config, workdir / "streamtap", seconds, warmup=warmup)

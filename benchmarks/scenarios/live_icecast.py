@@ -27,7 +27,8 @@ from benchmarks.measure import load_average
 NAME = "live_icecast"
 
 
-def _config(service, streams: int, window: float, max_seconds: float, out: Path) -> dict:
+def _config(service, streams: int, window: float, max_seconds: float, out: Path,
+            read: dict | None = None) -> dict:
     mounts = service.mounts
     return {
         "sources": [
@@ -36,6 +37,7 @@ def _config(service, streams: int, window: float, max_seconds: float, out: Path)
         ],
         "chunk": {"max_bytes": 65536, "max_seconds": max_seconds},
         "window_seconds": window,
+        "read": read or {},
         "sinks": [{"type": "parquet", "path": str(out), "compression": "none"}],
     }
 
@@ -109,7 +111,8 @@ def latency_and_verify(out: Path, stopped_epoch: float | None = None,
 def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Path) -> dict:
     with services.icecast(cfg["mounts"], streams, cfg["bitrate"]) as station:
         out = workdir / f"capture-{streams}"
-        config = _config(station, streams, cfg["window_seconds"], cfg["chunk_max_seconds"], out)
+        config = _config(station, streams, cfg["window_seconds"], cfg["chunk_max_seconds"], out,
+                         cfg.get("read"))
         result = run_live_capture(
             config, workdir / f"run-{streams}", seconds,
             profile_seconds=cfg["profile_seconds"] if profile else 0,

@@ -34,6 +34,9 @@ class ByteSink(Protocol):
     def write(self, data: bytes, whole: bool = False) -> None:
         """Appends received bytes, in order.
 
+        `data` may be a memoryview of the connector's reused receive buffer: it is read during
+        the call only (the sink copies what it keeps).
+
         whole=True keeps `data` inside one chunk (a UDP datagram): the current chunk is cut
         before it if it would not fit.
         """

@@ -19,6 +19,7 @@ import os
 import re
 import ssl
 import sys
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -225,14 +226,59 @@ class _Connection:
         self._writer = writer
         self.target = target
         self._read_timeout = read_timeout
+        # read_some()'s stall watchdog: when the pending read started, and the timer.
+        self._reading_since: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._stalled = False
 
     async def send(self, data: bytes) -> None:
         self._writer.write(data)
         await self._guard(self._writer.drain())
 
     async def read_some(self, most: int = _READ_SIZE) -> bytes:
-        """Up to `most` bytes as soon as any arrive; b"" at end of stream."""
-        return await self._guard(self._reader.read(most))
+        """Up to `most` bytes as soon as any arrive; b"" at end of stream.
+
+        Bounded by the read timeout through one watchdog timer per connection instead of a
+        timeout context per read: body reads are the hot path (one per packet per stream), and
+        the context was a fifth of the reading CPU at 100 radio streams.
+        """
+        self._reading_since = time.monotonic()
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(
+                self._read_timeout, self._check_stall
+            )
+        try:
+            data = await self._reader.read(most)
+        except OSError as error:
+            raise SourceError(
+                f"connection to {self.target.address} failed: {_os_error_text(error)}"
+            ) from error
+        finally:
+            self._reading_since = None
+        if self._stalled:
+            raise self._stall_error()
+        return data
+
+    def _check_stall(self) -> None:
+        """Aborts the connection when a read has waited read_timeout seconds (the watchdog)."""
+        self._watchdog = None
+        since = self._reading_since
+        if since is None:  # not reading now (the sink is full): the next read re-arms
+            return
+        waited = time.monotonic() - since
+        if waited >= self._read_timeout:
+            self._stalled = True
+            self._writer.transport.abort()  # the pending read ends; read_some() raises
+            return
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self._read_timeout - waited, self._check_stall
+        )
+
+    def _stall_error(self) -> SourceError:
+        return SourceError(
+            f"no data for {self._read_timeout:g} s from {self.target.where}: the stream "
+            "stalled; it will be reopened (raise read_timeout if the server is just slow)"
+        )
 
     async def read_exactly(self, size: int) -> bytes:
         """Exactly `size` bytes; asyncio.IncompleteReadError if the stream ends first."""
@@ -253,10 +299,7 @@ class _Connection:
         try:
             return await _within(self._read_timeout, awaitable)
         except asyncio.TimeoutError:
-            raise SourceError(
-                f"no data for {self._read_timeout:g} s from {self.target.where}: the stream "
-                "stalled; it will be reopened (raise read_timeout if the server is just slow)"
-            ) from None
+            raise self._stall_error() from None
         except OSError as error:
             raise SourceError(
                 f"connection to {self.target.address} failed: {_os_error_text(error)}"
@@ -265,6 +308,9 @@ class _Connection:
     def close(self, abort: bool = False) -> None:
         # abort() drops the connection at once: nothing is left to say to a server that failed
         # us, and a cancelled session must not linger in a TLS shutdown.
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if abort:
             self._writer.transport.abort()
         else:

@@ -1,12 +1,31 @@
-"""Parquet sink: one file per event-time window and stream, on local disk.
+"""Parquet sink: files per event-time window and stream, on local disk.
 
 Layout (Hive-style partitions, so Spark, Flink and pyarrow.dataset read it as one table):
 
     <path>/stream=<stream_id>/date=<YYYY-MM-DD>/<HHMMSS>-<first seq>.parquet
 
-A file is written under a hidden temporary name (".<name>.tmp-<random>") in its final directory
-and renamed when complete, so a reader never sees a partial file under a final name. Its name is
-derived from its contents (window start, first seq): a retried bundle rewrites the same file.
+Two ways of grouping chunks into files (`files`):
+
+- per bundle (`files: auto` when every sink of the capture is Parquet with `files: auto`: the
+  reading step then hands each stream's chunks over a whole window at a time, ReadStreams'
+  release_by_window): no shuffle. The writer runs fused right after the reading step, where each
+  stream's chunks pass in seq order (one stream is read by one SDF element); it collects them per
+  (stream, window) and writes a file when a chunk of another window of that stream arrives, when
+  a file reaches _MAX_FILE_BYTES, and at the end of the bundle for what is left: one file per
+  window and stream, more for a stream whose window is handed over in pieces (faster than
+  ~32 MiB per window) or split by a checkpoint. `verify`, `reassemble` and resume read any
+  number of files per window.
+- per window (`files: per_window`, or a capture with other sinks too): a GroupByKey on (stream,
+  window) gathers each window's chunks, one file per window and stream (plus one per late pane).
+  Without whole windows the per-bundle path would write a file per poll: on the FnApiRunner,
+  which runs a deferred SDF again at once, a slow stream got a file per chunk.
+
+A file is written under a hidden temporary name (".<name>.tmp-<random>") in its final directory,
+fsync'ed, and renamed when complete, so a reader never sees a partial file under a final name.
+Its name is derived from its contents (window start, first seq): a retried bundle rewrites the
+same files. Files are renamed in the order they were started (a stream's files in seq order), and
+a failed write stops the renames after it, so the files of a stream on disk always end at a
+chunk boundary with nothing missing before it, which is what resume relies on.
 """
 
 from __future__ import annotations
@@ -15,6 +34,7 @@ import collections
 import datetime
 import logging
 import os
+import struct
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,14 +70,26 @@ SCHEMA = pa.schema(
 )
 
 _COMPRESSIONS = ("none", "snappy", "zstd", "gzip", "lz4")
+_FILE_MODES = ("auto", "per_window")
 # Row groups of about this many payload bytes keep readers' memory bounded on big windows.
 _ROW_GROUP_BYTES = 128 * 1024 * 1024
 # Files are written and fsync'ed by this many threads at once. A window of 1,000 live streams is
 # 1,000 small files, and one fsync after the other (each waiting for its own journal commit) made
 # the sink fall behind; concurrent fsyncs share commits. pyarrow and fsync release the GIL.
 _WRITE_THREADS = 8
-# A bundle waits for its oldest file once this many are being written (bounds memory).
+# A bundle waits for its oldest file once this many files, or this many payload bytes, are
+# being written (bounds memory).
 _MAX_FILES_IN_FLIGHT = 32
+_MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+# Per-bundle files: a file is closed once it holds this many payload bytes, and its chunks are
+# handed to the writing thread in row groups of this many bytes while it fills.
+_MAX_FILE_BYTES = 128 * 1024 * 1024
+_BATCH_BYTES = 8 * 1024 * 1024
+# Dictionary encoding and statistics for every column but the payload: a payload dictionary only
+# pays off for repeated payloads (then it hides the data from the size of the file) and costs a
+# hash of every payload; min/max of payloads are useless to readers (and not stored above 4 KiB).
+_SMALL_COLUMNS = [name for name in SCHEMA.names if name != "payload"]
+WRITE_OPTIONS = {"use_dictionary": _SMALL_COLUMNS, "write_statistics": _SMALL_COLUMNS}
 
 
 @dataclass(kw_only=True)
@@ -69,6 +101,15 @@ class ParquetSink(SinkConfig):
         "Parquet codec: none, snappy, zstd, gzip or lz4. zstd saves space on sensor data; "
         "compressed audio does not shrink.",
         "zstd",
+    )
+    files: str = doc(
+        "How chunks are grouped into files. 'auto': when every sink of the capture is Parquet "
+        "with files: auto, streams hand their chunks over a whole window at a time and each "
+        "stream's window is written as it leaves the reading step, without a shuffle: one file "
+        "per window and stream (several for a stream faster than ~32 MiB per window); with "
+        "other sinks too, as per_window. 'per_window': one file per window and stream, after "
+        "a GroupByKey (plus one per late pane).",
+        "auto",
     )
 
     def validate(self, path: str) -> list[str]:
@@ -83,6 +124,10 @@ class ParquetSink(SinkConfig):
             errors.append(
                 f"{path}.compression: must be one of {', '.join(_COMPRESSIONS)}, "
                 f"got {self.compression!r}"
+            )
+        if self.files not in _FILE_MODES:
+            errors.append(
+                f"{path}.files: must be one of {', '.join(_FILE_MODES)}, got {self.files!r}"
             )
         return errors
 
@@ -105,8 +150,13 @@ class ParquetSink(SinkConfig):
                 positions[stream_id] = end
         return positions
 
+    def wants_whole_windows(self) -> bool:
+        return self.files == "auto"
+
     def transform(self, config: PipelineConfig) -> beam.PTransform:
-        return WriteToParquet(self.path, self.compression)
+        return WriteToParquet(
+            self.path, self.compression, self.files, config.releases_whole_windows()
+        )
 
 
 class WriteToParquet(beam.PTransform):
@@ -115,16 +165,39 @@ class WriteToParquet(beam.PTransform):
     Args:
       path: local directory of the capture.
       compression: Parquet codec (none, snappy, zstd, gzip, lz4).
+      files: 'auto' (input that comes a whole window at a time: files per bundle, without a
+        shuffle; other input: per window) or 'per_window' (always one file per window and
+        stream, after a GroupByKey).
+      whole_windows: the input comes a whole window of a stream at a time, in seq order per
+        stream (ReadStreams' release_by_window, or one bundle of generated chunks), so files
+        per bundle are files per window.
     """
 
-    def __init__(self, path: str, compression: str = "zstd"):
+    def __init__(
+        self,
+        path: str,
+        compression: str = "zstd",
+        files: str = "auto",
+        whole_windows: bool = False,
+    ):
         super().__init__()
         if compression not in _COMPRESSIONS:
             raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
+        if files not in _FILE_MODES:
+            raise ValueError(f"files must be one of {_FILE_MODES}, got {files!r}")
         self._path = os.path.abspath(path)
         self._compression = compression
+        self._files = files
+        self._whole_windows = whole_windows
 
     def expand(self, chunks):
+        if self._files == "auto" and self._whole_windows:
+            # Every chunk reaches this step exactly once per successful bundle, in the bundle
+            # that read it, so files can be cut as chunks pass (see the module doc). The input
+            # must come whole windows at a time, bounded or not, or the files would be per poll.
+            return chunks | "WriteFiles" >> beam.ParDo(
+                _WriteBundleFilesFn(self._path, self._compression)
+            )
         return (
             chunks
             | "KeyByStream" >> beam.Map(lambda chunk: (chunk.stream_id, chunk))
@@ -133,102 +206,422 @@ class WriteToParquet(beam.PTransform):
         )
 
 
-class _WriteWindowFileFn(beam.DoFn):
-    """Writes one file per (stream, window); files of a bundle are written concurrently.
+def _file_location(root: str, stream_id: str, window, first_seq: int) -> tuple[str, str]:
+    start = datetime.datetime.fromtimestamp(float(window.start), datetime.timezone.utc)
+    directory = os.path.join(root, f"stream={stream_id}", f"date={start:%Y-%m-%d}")
+    return directory, f"{start:%H%M%S}-{first_seq:012d}.parquet"
 
-    A bundle finishes only when all of its files are fsync'ed and renamed, and a failed write
-    fails the bundle (the runner retries it; file names depend only on the content).
+
+class _FileQueue:
+    """Files of one bundle being written on a thread pool, renamed in the order they were closed.
+
+    Writing (tables, temporary file, fsync) runs on the pool; the rename to the final name happens
+    in the bundle's thread, oldest file first. If a write fails, no later file is renamed: their
+    temporary files are removed and the error fails the bundle.
     """
+
+    def __init__(self, pool: ThreadPoolExecutor, counter):
+        self._pool = pool
+        self._counter = counter
+        # (future of (temporary, final), window, payload bytes), in the order files were closed.
+        self._in_flight: collections.deque[tuple[Future, object, int]] = collections.deque()
+        self._bytes = 0
+
+    def add(self, future: Future, window, size: int) -> None:
+        self._in_flight.append((future, window, size))
+        self._bytes += size
+
+    def has_ready(self) -> bool:
+        return bool(self._in_flight) and (
+            len(self._in_flight) > _MAX_FILES_IN_FLIGHT
+            or self._bytes > _MAX_BYTES_IN_FLIGHT
+            or self._in_flight[0][0].done()
+        )
+
+    def ready(self) -> list[WindowedValue]:
+        """Renames finished files (oldest first); waits while too much is in flight."""
+        done = []
+        while self.has_ready():
+            done.append(self._collect())
+        return done
+
+    def drain(self) -> list[WindowedValue]:
+        done = []
+        while self._in_flight:
+            done.append(self._collect())
+        return done
+
+    def _collect(self) -> WindowedValue:
+        future, window, size = self._in_flight.popleft()
+        self._bytes -= size
+        try:
+            temporary, final = future.result()  # re-raises the write's error
+            _publish(temporary, final)
+        except BaseException:
+            self.abandon()
+            raise
+        self._counter.inc()
+        return WindowedValue(final, window.max_timestamp(), (window,))
+
+    def abandon(self) -> None:
+        """Waits for the files still being written and removes them (never renamed)."""
+        while self._in_flight:
+            future, _, _ = self._in_flight.popleft()
+            try:
+                temporary, _ = future.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                continue
+            _unlink_quietly(temporary)
+        self._bytes = 0
+
+
+class _WriteFilesFn(beam.DoFn):
+    """Base of both writers: the thread pool and the per-bundle file queue."""
 
     def __init__(self, path: str, compression: str):
         self._path = path
         self._compression = compression
         self._files = Metrics.counter("streamtap", "parquet_files")
+        self._queue: _FileQueue | None = None
 
     def setup(self) -> None:
         self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="streamtap-parquet")
-        self._in_flight: collections.deque[tuple[Future, object]] = collections.deque()
 
     def start_bundle(self) -> None:
-        self._in_flight = collections.deque()
-
-    def process(self, keyed, window=beam.DoFn.WindowParam) -> Iterator[WindowedValue]:
-        stream_id, chunks = keyed
-        rows = sorted(chunks, key=lambda chunk: chunk.seq)
-        if not rows:
-            return  # Flink delivers the empty final pane Python windowing asks for
-        start = datetime.datetime.fromtimestamp(float(window.start), datetime.timezone.utc)
-        directory = os.path.join(
-            self._path, f"stream={stream_id}", f"date={start:%Y-%m-%d}"
-        )
-        name = f"{start:%H%M%S}-{rows[0].seq:012d}.parquet"
-        future = self._pool.submit(_write_file, directory, name, rows, self._compression)
-        self._in_flight.append((future, window))
-        while self._in_flight and (
-            len(self._in_flight) > _MAX_FILES_IN_FLIGHT or self._in_flight[0][0].done()
-        ):
-            yield self._collect()
+        if self._queue is not None:  # what a failed bundle left behind
+            self._queue.abandon()
+        self._queue = _FileQueue(self._pool, self._files)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        while self._in_flight:
-            yield self._collect()
+        done = self._queue.drain()
+        self._queue = None
+        return iter(done)
 
     def teardown(self) -> None:
-        self._pool.shutdown(wait=True)
-
-    def _collect(self) -> WindowedValue:
-        future, window = self._in_flight.popleft()
-        final = future.result()  # re-raises the write's error: the bundle fails
-        self._files.inc()
-        return WindowedValue(final, window.max_timestamp(), (window,))
+        if self._queue is not None:
+            self._queue.abandon()
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
-def _write_file(directory: str, name: str, rows: list[Chunk], compression: str) -> str:
-    """Writes `rows` to directory/name via a hidden temporary file; returns the final path."""
-    os.makedirs(directory, exist_ok=True)
-    final = os.path.join(directory, name)
-    temporary = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        _write_table(temporary, rows, compression)
-        os.replace(temporary, final)
-    except BaseException:
+class _WriteWindowFileFn(_WriteFilesFn):
+    """Writes one file per (stream, window) group; files of a bundle are written concurrently.
+
+    A bundle finishes only when all of its files are fsync'ed and renamed, and a failed write
+    fails the bundle (the runner retries it; file names depend only on the content).
+    """
+
+    def process(self, keyed, window=beam.DoFn.WindowParam) -> list[WindowedValue] | None:
+        stream_id, chunks = keyed
+        rows = sorted(chunks, key=lambda chunk: chunk.seq)
+        if not rows:  # Flink delivers the empty final pane Python windowing asks for
+            return None
+        directory, name = _file_location(self._path, stream_id, window, rows[0].seq)
+        future = self._pool.submit(_write_temporary, directory, name, rows, self._compression)
+        self._queue.add(future, window, sum(len(row.payload) for row in rows))
+        return self._queue.ready()
+
+
+class _OpenFile:
+    """A per-bundle file of one stream and window, written while it fills.
+
+    Every _BATCH_BYTES of chunks go to the pool as one row group (appended in order: each task
+    waits for the one before), so writing overlaps with the bundle still reading; close() queues
+    the last rows, the footer and the fsync, and returns the future of (temporary, final path).
+    """
+
+    __slots__ = (
+        "window", "first_seq", "last_seq", "rows", "pending", "size", "directory", "name",
+        "temporary", "_task", "_writer", "_sink",
+    )
+
+    def __init__(self, root: str, stream_id: str, window, first_seq: int):
+        self.window = window
+        self.first_seq = first_seq
+        self.last_seq = first_seq - 1
+        self.rows: list[Chunk] = []
+        self.pending = 0  # payload bytes in rows
+        self.size = 0  # payload bytes in the file, rows included
+        self.directory, self.name = _file_location(root, stream_id, window, first_seq)
+        self.temporary = os.path.join(self.directory, f".{self.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self._task: Future | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._sink: pa.NativeFile | None = None
+
+    def add(self, chunk: Chunk) -> None:
+        self.rows.append(chunk)
+        self.last_seq = chunk.seq
+        self.pending += len(chunk.payload)
+        self.size += len(chunk.payload)
+
+    def flush(self, pool: ThreadPoolExecutor, compression: str) -> None:
+        """Sends the rows so far to the pool as one row group."""
+        # The table is built here, in the bundle's thread, which holds the GIL anyway: built on
+        # the pool, every row group waited for the GIL behind the bundle's element loop.
+        table, self.rows, self.pending = chunk_table(self.rows), [], 0
+        self._task = pool.submit(self._append, self._task, table, compression, pool)
+
+    def close(self, pool: ThreadPoolExecutor, compression: str) -> Future:
+        table = chunk_table(self.rows) if self.rows else None
+        self.rows, self.pending = [], 0
+        self._task = pool.submit(self._finish, self._task, table, compression)
+        return self._task
+
+    def _open_writer(self, compression: str) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        self._sink = pa.OSFile(self.temporary, "wb")
+        self._writer = pq.ParquetWriter(
+            self._sink, SCHEMA, compression=_codec(compression), **WRITE_OPTIONS
+        )
+
+    def _close_writer(self) -> None:
+        writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
         try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    return final
+            if writer is not None:
+                writer.close()
+        finally:
+            if sink is not None:
+                sink.close()
+
+    def _append(
+        self, previous: Future | None, table: pa.Table, compression: str,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        if previous is not None:
+            previous.result()
+        if self._writer is None:
+            self._open_writer(compression)
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        # Start writing these pages to disk while the next row group is encoded, so the fsync
+        # at close() has only the tail left (it still is what makes the file durable).
+        pool.submit(_write_back, self.temporary)
+
+    def _finish(
+        self, previous: Future | None, table: pa.Table | None, compression: str
+    ) -> tuple[str, str]:
+        try:
+            if previous is not None:
+                previous.result()
+            if self._writer is None:
+                self._open_writer(compression)
+            if table is not None:
+                self._writer.write_table(table, row_group_size=table.num_rows)
+            self._close_writer()
+            _fsync(self.temporary)
+        except BaseException:
+            try:
+                self._close_writer()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
+            _unlink_quietly(self.temporary)
+            raise
+        return self.temporary, os.path.join(self.directory, self.name)
 
 
-def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
-    table = pa.Table.from_pydict(
-        {
-            "stream_id": [row.stream_id for row in rows],
-            "session": [row.session for row in rows],
-            "seq": [row.seq for row in rows],
-            "offset": [row.offset for row in rows],
-            "payload": [row.payload for row in rows],
-            "event_time": [round(row.event_time * 1_000_000) for row in rows],
-            "crc32c": [row.crc32c for row in rows],
-            "discontinuity": [row.discontinuity for row in rows],
-            "tags": [list(row.tags.items()) for row in rows],
-        },
-        schema=SCHEMA,
-    )
-    largest = max(len(row.payload) for row in rows) or 1
-    row_group_size = max(1, _ROW_GROUP_BYTES // largest)
-    # pyarrow's own file writer (not a Python file object: no GIL per write call), then fsync.
-    pq.write_table(
-        table,
-        path,
-        compression=None if compression == "none" else compression,
-        row_group_size=row_group_size,
-    )
+class _WriteBundleFilesFn(_WriteFilesFn):
+    """Input that comes a whole window at a time: files cut from a bundle's chunks as they pass.
+
+    Fused right after the reading step, it sees each stream's chunks in seq order (a stream is
+    read by one SDF element, its chunks come out in order, with non-decreasing event times). It
+    keeps one open file per stream: the chunks of the current window. A chunk of another window
+    closes the file, as does reaching _MAX_FILE_BYTES; finish_bundle closes what is open, and the
+    bundle completes only when every file is fsync'ed and renamed, so a chunk is on disk before
+    the runner commits the bundle that read it (and the reader forgets it).
+
+    A retried bundle re-reads the same chunks from the same restriction (at least as many as the
+    first attempt: the reader keeps them until the commit), so its files get the same names
+    (window start, first seq) and replace the first attempt's; should a retry end earlier,
+    _publish keeps the longer file, and the next bundle writes the rest again: exact
+    redeliveries, which verify and reassemble drop. A chunk whose seq is not above the last one
+    of its stream's open file (a runner that did not fuse this step, a redelivery) starts a new
+    file, so every file is one ascending run of seqs named by its lowest.
+    """
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._abandon_open()
+        self._open: dict[str, _OpenFile] = {}
+
+    def process(self, chunk: Chunk, window=beam.DoFn.WindowParam) -> list[WindowedValue] | None:
+        file = self._open.get(chunk.stream_id)
+        if file is None or chunk.seq <= file.last_seq or file.window != window:
+            if file is not None:
+                self._close(file)
+            file = self._open[chunk.stream_id] = _OpenFile(
+                self._path, chunk.stream_id, window, chunk.seq
+            )
+        file.add(chunk)
+        if file.pending >= _BATCH_BYTES:
+            if file.size >= _MAX_FILE_BYTES:
+                del self._open[chunk.stream_id]
+                self._close(file)
+            else:
+                file.flush(self._pool, self._compression)
+        if self._queue.has_ready():
+            return self._queue.ready()
+        return None
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        files, self._open = self._open, {}
+        for file in files.values():
+            self._close(file)
+        return super().finish_bundle()
+
+    def teardown(self) -> None:
+        self._abandon_open()
+        super().teardown()
+
+    def _close(self, file: _OpenFile) -> None:
+        self._queue.add(file.close(self._pool, self._compression), file.window, file.size)
+
+    def _abandon_open(self) -> None:
+        """Removes the temporary files of a bundle that failed before closing them."""
+        for file in getattr(self, "_open", {}).values():
+            try:
+                file.close(self._pool, self._compression).result()
+            except BaseException:  # noqa: BLE001 - cleaning up after a failure
+                continue
+            _unlink_quietly(file.temporary)
+        self._open = {}
+
+
+def _publish(temporary: str, final: str) -> None:
+    """Renames a written file to its final name, unless a file of that name goes further.
+
+    Same name means same window and first seq, so the same chunks from there on (a chunk's seq
+    always comes with the same bytes). A retry normally brings at least the chunks of the first
+    attempt; should it bring fewer (a runner that split the retried bundle earlier), the file
+    already there holds every chunk of ours and more: replacing it could lose chunks that no
+    later file has, so ours is dropped instead.
+    """
+    if os.path.exists(final):
+        try:
+            kept_end = _max_seq(final)
+        except Exception:  # noqa: BLE001 - an unreadable file is replaced
+            kept_end = None
+        ours = _max_seq(temporary)
+        if kept_end is not None and ours is not None and kept_end > ours:
+            _unlink_quietly(temporary)
+            return
+    os.replace(temporary, final)
+
+
+def _max_seq(path: str) -> int | None:
+    """The highest seq in a file, from its footer statistics."""
+    metadata = pq.ParquetFile(path).metadata
+    column = metadata.schema.to_arrow_schema().get_field_index("seq")
+    ends = [
+        metadata.row_group(group).column(column).statistics.max
+        for group in range(metadata.num_row_groups)
+        if metadata.row_group(group).column(column).statistics is not None
+        and metadata.row_group(group).column(column).statistics.has_min_max
+    ]
+    return max(ends) if ends else None
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _codec(compression: str) -> str | None:
+    return None if compression == "none" else compression
+
+
+def _write_back(path: str) -> None:
+    """fdatasync of a file being written, only to get its pages to disk early (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # already renamed or removed
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_temporary(
+    directory: str, name: str, rows: list[Chunk], compression: str
+) -> tuple[str, str]:
+    """Writes `rows` to a hidden temporary file next to directory/name and fsyncs it.
+
+    Returns (temporary path, final path); the caller renames. On failure nothing is left.
+    """
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_table(temporary, rows, compression)
+    except BaseException:
+        _unlink_quietly(temporary)
+        raise
+    return temporary, os.path.join(directory, name)
+
+
+_OFFSETS: dict[int, pa.Buffer] = {}
+
+
+def _payload_column(payloads: list[bytes]) -> pa.ChunkedArray:
+    """The payloads as a binary column without copying them: one one-row array per payload,
+    over the payload's own buffer (a contiguous column would copy every byte once more before
+    the Parquet writer copies it into its pages)."""
+    arrays = []
+    for payload in payloads:
+        size = len(payload)
+        offsets = _OFFSETS.get(size)
+        if offsets is None:
+            offsets = pa.py_buffer(struct.pack("<ii", 0, size))
+            if len(_OFFSETS) < 1024:
+                _OFFSETS[size] = offsets
+        arrays.append(pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(payload)]))
+    return pa.chunked_array(arrays, pa.binary())
+
+
+def chunk_table(rows: list[Chunk]) -> pa.Table:
+    """The chunks as a table of SCHEMA (payloads not copied)."""
+    return pa.Table.from_arrays(
+        [
+            pa.array([row.stream_id for row in rows], pa.string()),
+            pa.array([row.session for row in rows], pa.string()),
+            pa.array([row.seq for row in rows], pa.int64()),
+            pa.array([row.offset for row in rows], pa.int64()),
+            _payload_column([row.payload for row in rows]),
+            pa.array(
+                [round(row.event_time * 1_000_000) for row in rows], pa.timestamp("us", tz="UTC")
+            ),
+            pa.array([row.crc32c for row in rows], pa.uint32()),
+            pa.array([row.discontinuity for row in rows], pa.bool_()),
+            pa.array([list(row.tags.items()) for row in rows], SCHEMA.field("tags").type),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
+    """Writes `rows` as one file (row groups of about _ROW_GROUP_BYTES) and fsyncs it."""
+    table = chunk_table(rows)
+    largest = max(len(row.payload) for row in rows) or 1
+    # pyarrow's own file writer (not a Python file object: no GIL per write call), then fsync.
+    pq.write_table(
+        table,
+        path,
+        compression=_codec(compression),
+        row_group_size=max(1, _ROW_GROUP_BYTES // largest),
+        **WRITE_OPTIONS,
+    )
+    _fsync(path)
 
 
 # --- reading a capture back --------------------------------------------------------------------

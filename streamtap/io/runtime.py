@@ -196,6 +196,20 @@ class StreamReader:
             self._idle_watermark = now
             return now
 
+    def horizon(self) -> float:
+        """No chunk cut from now on has an event time before this (epoch seconds)."""
+        with self._lock:
+            next_cut_seq = self._next_seq
+        return self._watermark(next_cut_seq)
+
+    def ended(self) -> bool:
+        """True once the stream has finished: every chunk it will have is cut."""
+        return self._finished
+
+    def retained_bytes(self) -> int:
+        """Bytes of the chunks cut and not yet committed."""
+        return self._retained_bytes
+
     def wait(self, timeout: float) -> None:
         """Blocks until a chunk is cut or the stream finishes, at most `timeout` seconds."""
         with self._new_data:

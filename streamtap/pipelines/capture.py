@@ -24,21 +24,24 @@ def build_capture(
     duration: float | None = None,
     bounded: bool = False,
     stop_file: str | None = None,
-    poll_seconds: float = 0.2,
     start_positions: Mapping[str, tuple[int, int]] | None = None,
+    parallelism: int = 1,
 ) -> dict[str, beam.PCollection]:
     """Adds the capture described by `config` to `pipeline`; returns each sink's output.
 
     start_positions: where to continue each stream (see `resume_positions`).
+    parallelism: how many workers read streams in parallel (the default grouping follows it).
     """
     chunks = pipeline | "ReadStreams" >> ReadStreams(
         config.sources,
         config.chunk,
+        config.read,
         duration=duration,
         bounded=bounded,
-        poll_seconds=poll_seconds,
         stop_file=stop_file,
         start_positions=start_positions,
+        parallelism=parallelism,
+        release_by_window=config.window_seconds if config.releases_whole_windows() else None,
     )
     for index, transform in enumerate(config.transforms):
         label = f"Transform{index}{_camel(transform.type)}"

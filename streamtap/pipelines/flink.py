@@ -14,6 +14,13 @@ the user chose otherwise:
 - `--environment_type=LOOPBACK` when the master is on this machine (the SDK workers run inside
   `streamtap run`, so Ctrl-C drains the streams as on Prism). A remote master needs a worker
   choice: EXTERNAL with a worker pool beside each TaskManager, or DOCKER/PROCESS;
+- with `--environment_type=EXTERNAL` and no `--environment_config`: the worker pool of the local
+  cluster (`streamtap services up flink --worker-pool-port N`), and `--sdk_worker_parallelism`
+  = the job's slots per TaskManager (min of `--parallelism` and its slots), so every slot can
+  have a Python worker process of its own (LOOPBACK runs all Python work in the one `streamtap
+  run` process: one GIL however many slots). Such captures should end by themselves
+  (`--duration`, `max_bytes`, EOF): the streams live in the pool's processes, so the drain below
+  does not see them end;
 - on a real cluster (not [local]/[auto]): `--checkpointing_interval=10000` (ms), so a failure
   resumes every stream where the last checkpoint left it instead of at seq 0, and
   `--finish_bundle_before_checkpointing` (Beam 2.70 otherwise holds bundle output back and the
@@ -81,6 +88,7 @@ def flink_defaults(beam_args: Sequence[str]) -> list[str]:
         JAVA17_OPTS,
         ensure_job_server,
         running_job_endpoint,
+        running_worker_pool,
     )
     from streamtap.services.process import ServiceError
 
@@ -112,6 +120,26 @@ def flink_defaults(beam_args: Sequence[str]) -> list[str]:
                 ]
         if not _given(args, "flink_version"):
             extra.append(f"--flink_version={FLINK_MINOR_VERSION}")
+
+    environment = (portable.environment_type or "").upper()
+    if environment == "EXTERNAL" and not portable.environment_config:
+        pool = None if master in _MAGIC_MASTERS else running_worker_pool(master)
+        if pool is None:
+            raise RunError(
+                "--environment_type=EXTERNAL needs --environment_config=HOST:PORT of a Beam "
+                "worker pool; `streamtap services up flink --worker-pool-port 50000` starts one "
+                "beside the local cluster, which is then used by default"
+            )
+        address, slots = pool
+        _LOGGER.info("FlinkRunner: Python workers from the worker pool at %s", address)
+        extra.append(f"--environment_config={address}")
+        if not _given(args, "sdk_worker_parallelism"):
+            # A worker process per slot the job can use on a TaskManager (the cluster's
+            # parallelism.default is 1). Beam deals the job's stages out to a TaskManager's
+            # workers in turn, so two reading tasks may still share one; a TaskManager per slot
+            # (--taskmanagers N --slots 1) gives every slot its own process for sure.
+            parallelism = flink.parallelism if flink.parallelism and flink.parallelism > 0 else 1
+            extra.append(f"--sdk_worker_parallelism={max(1, min(slots, parallelism))}")
 
     if not portable.environment_type and not portable.output_executable_path:
         if master in _MAGIC_MASTERS or _host(master) in _LOOPBACK_HOSTS:

@@ -76,6 +76,17 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return options
 
 
+def reader_parallelism(options: PipelineOptions) -> int:
+    """How many workers the runner will read streams with, from the parallelism options."""
+    values = options.get_all_options(retain_unknown_options=True)
+    candidates = [
+        values.get("parallelism"),  # Flink
+        values.get("sdk_worker_parallelism"),  # portable runners: SDK workers per worker
+        values.get("direct_num_workers"),  # FnApiRunner / Prism
+    ]
+    return max([1] + [int(value) for value in candidates if value and int(value) > 0])
+
+
 def run_capture(
     config: PipelineConfig,
     beam_args: Sequence[str] = (),
@@ -108,6 +119,7 @@ def run_capture(
         bounded=bounded,
         stop_file=str(stop_file),
         start_positions=start_positions,
+        parallelism=reader_parallelism(options),
     )
 
     runner = options.view_as(StandardOptions).runner

@@ -45,6 +45,7 @@ Layout of the state dir:
     jobmanager.pid  jobmanager.log
     taskmanager-<i>.pid  taskmanager-<i>.log  tm-<i>/tmp
     job-server.pid  job-server.log  artifacts/
+    worker-pool.pid  worker-pool.log   (with worker_pool_port: Python SDK workers, EXTERNAL)
     checkpoints/  savepoints/  tmp/
 """
 
@@ -83,6 +84,7 @@ __all__ = [
     "ensure_job_server",
     "job_server_command",
     "running_job_endpoint",
+    "running_worker_pool",
 ]
 
 log = logging.getLogger(__name__)
@@ -285,6 +287,11 @@ class FlinkService:
         parser.add_argument("--job-port", dest="job_port", type=int, default=8099,
                             help="port of the Beam job service, the --job_endpoint (default 8099; "
                             "0: do not start a job server)")
+        parser.add_argument("--worker-pool-port", dest="worker_pool_port", type=int, default=0,
+                            help="also start a Beam worker pool on this port (e.g. 50000), so "
+                            "captures run with --environment_type=EXTERNAL get one Python "
+                            "process per task slot instead of running in `streamtap run` "
+                            "(default 0: none)")
 
     def __init__(
         self,
@@ -295,6 +302,7 @@ class FlinkService:
         job_port: int = 8099,
         rpc_port: int | None = None,
         flink_config: dict[str, object] | None = None,
+        worker_pool_port: int = 0,
     ) -> None:
         """
         Args:
@@ -306,12 +314,16 @@ class FlinkService:
             `--flink_job_server_jar` instead, see streamtap.pipelines.flink).
           rpc_port: JobManager RPC port; default 6123 when port is 8081, else a free port.
           flink_config: extra config.yaml entries (flat keys), e.g. {"heartbeat.timeout": 10000}.
+          worker_pool_port: when > 0, a Beam worker pool (streamtap.services.worker_pool) on
+            127.0.0.1:worker_pool_port: a capture with `--environment_type=EXTERNAL` then runs
+            its Python SDK workers as processes of that pool, one per SDK environment.
         """
         if taskmanagers < 1:
             raise ValueError(f"taskmanagers must be >= 1, got {taskmanagers}")
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        for value, what in ((port, "port"), (job_port, "job_port")):
+        for value, what in ((port, "port"), (job_port, "job_port"),
+                            (worker_pool_port, "worker_pool_port")):
             if not 0 <= value <= 65535 or (what == "port" and value == 0):
                 raise ValueError(f"{what} must be a TCP port, got {value}")
         self.state_dir = Path(state_dir) if state_dir is not None else process.state_dir("flink")
@@ -319,6 +331,7 @@ class FlinkService:
         self.taskmanagers = taskmanagers
         self.slots = slots
         self.job_port = job_port
+        self.worker_pool_port = worker_pool_port
         self.rpc_port = rpc_port if rpc_port is not None else (
             6123 if port == 8081 else process.free_port()
         )
@@ -363,6 +376,9 @@ class FlinkService:
             if launcher is not None and not self._pid(self._js_pid_path):
                 self._check_port_free(self.job_port, "Beam job service")
                 self._start_job_server(launcher)
+            if self.worker_pool_port and not self._pid(self._wp_pid_path):
+                self._check_port_free(self.worker_pool_port, "Beam worker pool")
+                self._start_worker_pool()
             self._wait_ready(time.monotonic() + _START_TIMEOUT)
         except BaseException:
             self.down()
@@ -372,9 +388,11 @@ class FlinkService:
         return self._info()
 
     def down(self) -> None:
-        """Stops the job server, the TaskManagers and the JobManager. Safe when nothing runs."""
+        """Stops the job server, the worker pool (with its workers), the TaskManagers and the
+        JobManager. Safe when nothing runs."""
         self._adopt_layout()
         process.stop_daemon(self._js_pid_path, timeout=10)
+        process.stop_daemon(self._wp_pid_path, timeout=10)  # and its workers (same group)
         for pid_file in sorted(self.state_dir.glob("taskmanager-*.pid")):
             process.stop_daemon(pid_file, timeout=15)
         process.stop_daemon(self._jm_pid_path, timeout=15)
@@ -395,6 +413,10 @@ class FlinkService:
             info["rest"] = f"not answering ({error})"
         if self.job_port:
             info["job_server"] = "running" if self._pid(self._js_pid_path) else "not running"
+        if self.worker_pool_port:
+            info["worker_pool_process"] = (
+                "running" if self._pid(self._wp_pid_path) else "not running"
+            )
         return info
 
     def kill_taskmanager(self, index: int) -> None:
@@ -463,6 +485,27 @@ class FlinkService:
         return self.state_dir / "job-server.log"
 
     @property
+    def _wp_pid_path(self) -> Path:
+        return self.state_dir / "worker-pool.pid"
+
+    @property
+    def worker_pool_log(self) -> Path:
+        return self.state_dir / "worker-pool.log"
+
+    @property
+    def worker_pool(self) -> str | None:
+        """host:port of the Beam worker pool (the EXTERNAL --environment_config), or None."""
+        return f"127.0.0.1:{self.worker_pool_port}" if self.worker_pool_port else None
+
+    def process_ids(self) -> dict[str, int]:
+        """Pids of the running daemons: jobmanager, taskmanager-<i>, job-server, worker-pool."""
+        paths = {"jobmanager": self._jm_pid_path, "job-server": self._js_pid_path,
+                 "worker-pool": self._wp_pid_path}
+        for index in range(self.taskmanagers):
+            paths[f"taskmanager-{index}"] = self._tm_pid_path(index)
+        return {name: pid for name, path in paths.items() if (pid := self._pid(path))}
+
+    @property
     def _layout_path(self) -> Path:
         return self.state_dir / "cluster.json"
 
@@ -490,6 +533,8 @@ class FlinkService:
         self.port = int(saved.get("port", self.port))
         self.rpc_port = int(saved.get("rpc_port", self.rpc_port))
         self.job_port = int(saved.get("job_port", self.job_port))
+        # A running cluster without a pool keeps the caller's port: `up` then adds the pool.
+        self.worker_pool_port = int(saved.get("worker_pool_port") or self.worker_pool_port)
         self.slots = int(saved.get("slots", self.slots))
         if not starting:
             self.taskmanagers = max(self.taskmanagers, int(saved.get("taskmanagers", 1)))
@@ -507,6 +552,8 @@ class FlinkService:
             info["beam_job_server"] = (
                 f"beam-runners-flink-{FLINK_MINOR_VERSION} {BEAM_JOB_SERVER_VERSION}"
             )
+        if self.worker_pool_port:
+            info["worker_pool"] = f"{self.worker_pool} (--environment_type=EXTERNAL)"
         info["state_dir"] = str(self.state_dir)
         return info
 
@@ -579,7 +626,7 @@ class FlinkService:
         self._layout_path.write_text(json.dumps({
             "port": self.port, "rpc_port": self.rpc_port, "job_port": self.job_port,
             "taskmanagers": self.taskmanagers, "slots": self.slots,
-            "flink_version": FLINK_VERSION,
+            "worker_pool_port": self.worker_pool_port, "flink_version": FLINK_VERSION,
         }, indent=2) + "\n")
 
     def _env(self, home: Path) -> dict[str, str]:
@@ -632,6 +679,16 @@ class FlinkService:
         log.info("started Beam Flink job server (pid %d) on %s, log %s", pid, self.job_endpoint,
                  self.job_server_log)
 
+    def _start_worker_pool(self) -> None:
+        self.worker_pool_log.write_bytes(b"")
+        pid = process.start_daemon(
+            [sys.executable, "-m", "streamtap.services.worker_pool",
+             f"--port={self.worker_pool_port}"],
+            self._wp_pid_path, self.worker_pool_log, cwd=self.state_dir,
+        )
+        log.info("started Beam worker pool (pid %d) on %s, log %s", pid, self.worker_pool,
+                 self.worker_pool_log)
+
     def _wait_ready(self, deadline: float) -> None:
         """Waits for the REST API, every TaskManager's registration and the job service."""
         last_error = ""
@@ -652,11 +709,18 @@ class FlinkService:
                     f"the Beam job server exited; see {self.job_server_log}:\n"
                     f"{process._tail(self.job_server_log)}"
                 )
+            if self.worker_pool_port and not self._pid(self._wp_pid_path):
+                raise ServiceError(
+                    f"the Beam worker pool exited; see {self.worker_pool_log}:\n"
+                    f"{process._tail(self.worker_pool_log)}"
+                )
             try:
                 registered = len(self.registered_taskmanagers())
                 last_error = f"{registered}/{self.taskmanagers} TaskManagers registered"
                 if registered >= self.taskmanagers and (
                     not self.job_port or process.port_open(self.job_port)
+                ) and (
+                    not self.worker_pool_port or process.port_open(self.worker_pool_port)
                 ):
                     return
             except (OSError, ValueError) as error:
@@ -706,6 +770,26 @@ def running_job_endpoint(flink_master: str | None, state_dir: Path | None = None
     None when no such cluster runs (or it has no job server). `flink_master` may carry an
     http:// scheme; "localhost" and "127.0.0.1" are the same host.
     """
+    saved = _running_cluster(flink_master, state_dir, "job-server.pid", "job_port")
+    return f"127.0.0.1:{saved['job_port']}" if saved else None
+
+
+def running_worker_pool(
+    flink_master: str | None, state_dir: Path | None = None
+) -> tuple[str, int] | None:
+    """(host:port of the Beam worker pool, task slots per TaskManager) of a FlinkService running
+    from `state_dir` whose master is flink_master, or None when it has no worker pool."""
+    saved = _running_cluster(flink_master, state_dir, "worker-pool.pid", "worker_pool_port")
+    if not saved:
+        return None
+    return f"127.0.0.1:{saved['worker_pool_port']}", int(saved.get("slots") or 1)
+
+
+def _running_cluster(
+    flink_master: str | None, state_dir: Path | None, pid_file: str, port_key: str
+) -> dict | None:
+    """cluster.json of the cluster at flink_master, if its daemon `pid_file` runs and it has
+    `port_key`."""
     directory = Path(state_dir) if state_dir is not None else (
         Path(os.environ.get("STREAMTAP_STATE", ".streamtap")).resolve() / "flink"
     )
@@ -713,13 +797,13 @@ def running_job_endpoint(flink_master: str | None, state_dir: Path | None = None
         saved = json.loads((directory / "cluster.json").read_text())
     except (OSError, ValueError):
         return None
-    if not process.daemon_pid(directory / "job-server.pid") or not saved.get("job_port"):
+    if not process.daemon_pid(directory / pid_file) or not saved.get(port_key):
         return None
     if flink_master is not None:
         host, _, port = flink_master.split("://")[-1].rstrip("/").rpartition(":")
         if host not in ("127.0.0.1", "localhost") or port != str(saved.get("port")):
             return None
-    return f"127.0.0.1:{saved['job_port']}"
+    return saved
 
 
 def ensure_job_server(

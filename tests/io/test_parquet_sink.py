@@ -1,0 +1,257 @@
+"""The Parquet sink without a shuffle (Parquet-only captures): real sockets and files.
+
+When every sink is Parquet, streams hand over a window at a time and the sink writes each
+stream's chunks as they leave the reading step; a window may be in several files (fast streams,
+retried bundles). These tests check that verify, reassemble and resume take that in their stride,
+byte for byte, and what happens to the files of a retried or failed bundle.
+"""
+
+import collections
+import datetime
+import os
+
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.timestamp import Timestamp
+
+from streamtap.captures import read_capture, reassemble, verify
+from streamtap.chunk import make_chunk
+from streamtap.io.parquet import _WriteBundleFilesFn, capture_end, capture_files
+from tests.helpers import TcpFeeder, assert_verified, capture, chunks_of, stream_bytes
+
+
+def _config(sources, path, max_bytes=65536, max_seconds=1.0, window_seconds=1, **sink):
+    return {
+        "sources": sources,
+        "chunk": {"max_bytes": max_bytes, "max_seconds": max_seconds},
+        "window_seconds": window_seconds,
+        "sinks": [{"type": "parquet", "path": str(path), "compression": "none", **sink}],
+    }
+
+
+def _files_by_window(location: str, stream_id: str) -> dict[str, list]:
+    """{window start HHMMSS: [file, ...]} from the file names."""
+    windows = collections.defaultdict(list)
+    for file in capture_files(location, stream_id):
+        windows[file.name.split("-")[0]].append(file)
+    return windows
+
+
+def _check_files_match_their_names(location: str, stream_id: str, window_seconds: float):
+    """Every file holds one window's chunks, ascending, named by window start and first seq."""
+    for file in capture_files(location, stream_id):
+        table = pq.read_table(file, columns=["seq", "event_time"])
+        seqs = table.column("seq").to_pylist()
+        times = [t.timestamp() for t in table.column("event_time").to_pylist()]
+        assert seqs == sorted(seqs) and seqs, file
+        start = min(times) - min(times) % window_seconds
+        assert max(times) < start + window_seconds, f"{file} spans two windows"
+        stamp = datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
+        assert file.name == f"{stamp:%H%M%S}-{seqs[0]:012d}.parquet"
+        assert file.parent.name == f"date={stamp:%Y-%m-%d}"
+
+
+def test_bounded_capture_over_several_windows_is_byte_exact_without_a_shuffle(tmp_path):
+    data = os.urandom(600_000)
+    feeder = TcpFeeder(data, piece=16384, pause=0.08)  # ~3 s: several 1 s windows
+    try:
+        output = capture(
+            _config(
+                [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+                  "max_bytes": len(data)}],
+                tmp_path,
+                max_bytes=16384,
+            )
+        )
+    finally:
+        feeder.close()
+    assert "(bounded)" in output
+    assert stream_bytes(str(tmp_path), "tcp1") == data
+    reports = assert_verified(str(tmp_path), streams=1)
+    assert reports["tcp1"].redeliveries == 0
+    assert len(_files_by_window(str(tmp_path), "tcp1")) >= 3
+    _check_files_match_their_names(str(tmp_path), "tcp1", 1)
+    names = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(not name.startswith(".") for name in names), names  # no temporary file left
+
+
+def test_fast_stream_window_in_several_files_verifies_and_a_second_run_resumes(tmp_path):
+    # 80 MiB inside one 60 s window: the reader hands it over in several bundles (its buffer
+    # holds 64 MiB at most), so the window has several files.
+    first = os.urandom(80 * 1024 * 1024)
+    feeder = TcpFeeder(first, piece=1024 * 1024, pause=0)
+    try:
+        capture(
+            _config(
+                [{"id": "fast1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+                  "max_bytes": len(first)}],
+                tmp_path,
+                window_seconds=60,
+            )
+        )
+    finally:
+        feeder.close()
+    windows = _files_by_window(str(tmp_path), "fast1")
+    assert max(len(files) for files in windows.values()) >= 2, windows
+    _check_files_match_their_names(str(tmp_path), "fast1", 60)
+    assert stream_bytes(str(tmp_path), "fast1") == first
+    assert_verified(str(tmp_path), streams=1)
+    chunks = len(first) // 65536
+    assert capture_end(str(tmp_path), "fast1") == (chunks, len(first))
+
+    second = os.urandom(3_000_000)
+    feeder = TcpFeeder(second, piece=65536)
+    try:
+        output = capture(
+            _config(
+                [{"id": "fast1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+                  "max_bytes": len(second)}],
+                tmp_path,
+                window_seconds=60,
+            )
+        )
+    finally:
+        feeder.close()
+    assert f"fast1: continuing the capture at seq {chunks}, byte {len(first)}" in output
+    assert stream_bytes(str(tmp_path), "fast1") == first + second
+    report = assert_verified(str(tmp_path), streams=1)["fast1"]
+    assert report.sessions == 2 and report.discontinuities == 1
+    assert chunks_of(str(tmp_path), "fast1")[chunks].discontinuity
+
+
+def test_per_window_option_groups_a_bounded_capture_into_one_file_per_window(tmp_path):
+    data = os.urandom(400_000)
+    feeder = TcpFeeder(data, piece=16384, pause=0.08)
+    try:
+        capture(
+            _config(
+                [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+                  "max_bytes": len(data)}],
+                tmp_path,
+                max_bytes=16384,
+                files="per_window",
+            )
+        )
+    finally:
+        feeder.close()
+    assert stream_bytes(str(tmp_path), "tcp1") == data
+    assert_verified(str(tmp_path), streams=1)
+    windows = _files_by_window(str(tmp_path), "tcp1")
+    assert len(windows) >= 2
+    assert all(len(files) == 1 for files in windows.values()), windows
+
+
+def test_with_another_sink_the_parquet_sink_groups_per_window(tmp_path):
+    # Streams then do not hand over whole windows (the other sink wants every chunk at once),
+    # so writing per bundle would make a file per poll: the sink groups per window instead.
+    data = os.urandom(400_000)
+    feeder = TcpFeeder(data, piece=16384, pause=0.08)
+    config = _config(
+        [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+          "max_bytes": len(data)}],
+        tmp_path / "a",
+        max_bytes=16384,
+    )
+    config["sinks"].append({"type": "parquet", "path": str(tmp_path / "b"), "files": "per_window"})
+    try:
+        capture(config)
+    finally:
+        feeder.close()
+    for location in (tmp_path / "a", tmp_path / "b"):
+        assert stream_bytes(str(location), "tcp1") == data
+        assert_verified(str(location), streams=1)
+        windows = _files_by_window(str(location), "tcp1")
+        assert len(windows) >= 2
+        assert all(len(files) == 1 for files in windows.values()), windows
+
+
+# --- the writer DoFn driven bundle by bundle, as the runner does, on real files ---------------
+
+_START = 1_790_000_000.0  # a window boundary for 2 s windows
+
+
+def _stream(count: int, seconds_apart: float = 0.25, size: int = 5000):
+    session = "0123456789abcdef"
+    return [
+        make_chunk("s1", session, seq, seq * size, os.urandom(size), _START + seq * seconds_apart)
+        for seq in range(count)
+    ]
+
+
+def _window(chunk, size: float = 2.0) -> IntervalWindow:
+    start = chunk.event_time - (chunk.event_time - _START) % size
+    return IntervalWindow(Timestamp.of(start), Timestamp.of(start + size))
+
+
+def _run_bundle(fn: _WriteBundleFilesFn, chunks) -> list[str]:
+    """One bundle through the writer: start, every chunk, finish; returns the files written."""
+    fn.start_bundle()
+    written = []
+    for chunk in chunks:
+        written += [wv.value for wv in fn.process(chunk, window=_window(chunk)) or []]
+    written += [wv.value for wv in fn.finish_bundle()]
+    return written
+
+
+@pytest.fixture
+def writer(tmp_path):
+    fn = _WriteBundleFilesFn(str(tmp_path), "none")
+    fn.setup()
+    yield fn
+    fn.teardown()
+
+
+def _read_back(location: str):
+    output = __import__("io").BytesIO()
+    reassemble(read_capture(location, "s1"), output)
+    return output.getvalue(), verify(read_capture(location))["s1"]
+
+
+def test_a_bundle_writes_one_file_per_window_named_by_its_first_chunk(writer, tmp_path):
+    chunks = _stream(20)  # 5 s of chunks: windows of 2 s from _START
+    written = _run_bundle(writer, chunks)
+    names = sorted(os.path.basename(path) for path in written)
+    assert names == ["141320-000000000000.parquet", "141322-000000000008.parquet",
+                     "141324-000000000016.parquet"]
+    data, report = _read_back(str(tmp_path))
+    assert data == b"".join(c.payload for c in chunks) and report.ok
+    assert capture_end(str(tmp_path), "s1") == (20, 20 * 5000)
+
+
+def test_a_retried_bundle_never_loses_chunks_of_the_first_attempt(writer, tmp_path):
+    chunks = _stream(14)
+    # First attempt: chunks 0..11 reach the disk, then the bundle fails (it is not committed).
+    _run_bundle(writer, chunks[:12])
+    # The retry ends earlier (the runner split it after chunk 9): the file of window 2 (first
+    # seq 8) would shrink to 8..9; the one on disk goes further and is kept.
+    _run_bundle(writer, chunks[:10])
+    window_2 = tmp_path / "stream=s1" / "date=2026-09-21" / "141322-000000000008.parquet"
+    assert pq.read_table(window_2).column("seq").to_pylist() == list(range(8, 12))
+    # The residual goes on from chunk 10: chunks 10..11 are on disk twice, with the same bytes.
+    _run_bundle(writer, chunks[10:])
+    data, report = _read_back(str(tmp_path))
+    assert data == b"".join(c.payload for c in chunks)
+    assert report.ok, report.problems
+    assert report.redeliveries == 2
+    assert capture_end(str(tmp_path), "s1") == (14, 14 * 5000)
+
+
+def test_a_failed_write_leaves_a_prefix_of_the_stream_and_no_temporary_file(writer, tmp_path):
+    # 40 chunks 6000 s apart, a file each: chunks 0..5 on 2026-09-21, 6..20 on the 22nd,
+    # 21..34 on the 23rd, 35..39 on the 24th.
+    chunks = _stream(40, seconds_apart=6000.0)
+    stream_dir = tmp_path / "stream=s1"
+    stream_dir.mkdir()
+    # The second day's directory cannot be created: a file is in the way. The files of the
+    # days after it could be written, but must not appear.
+    (stream_dir / "date=2026-09-22").write_text("in the way")
+    with pytest.raises(Exception):
+        _run_bundle(writer, chunks)
+    on_disk = sorted(c.seq for c in read_capture(str(tmp_path), "s1"))
+    # Files are renamed in seq order and nothing after a failed one: what is there is a prefix
+    # (every chunk before the failed file's first one), so resume continues without a hole.
+    assert on_disk == list(range(6))
+    assert capture_end(str(tmp_path), "s1") == (6, 6 * 5000)
+    leftovers = [p.name for p in tmp_path.rglob(".*")]
+    assert leftovers == [], leftovers
