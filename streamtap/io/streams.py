@@ -16,7 +16,6 @@ drops are never hidden: the next chunk is marked `discontinuity`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -48,6 +47,8 @@ _MAX_GROUP_SIZE = 1000
 # Default for read.per_stream_metrics: per-stream Beam counters up to this many streams.
 _PER_STREAM_METRICS_UP_TO = 50
 _COUNTER_NAMES = ("bytes", "chunks", "reconnects", "discontinuities", "errors")
+# A bounded group that found nothing to emit pauses this long before deferring (see process()).
+_BOUNDED_IDLE_PAUSE_SECONDS = 0.02
 # When chunks are held until their window closes, a stream holding more than this many bytes
 # releases them anyway (its window then has several files), so a fast stream never stalls on the
 # reader's buffer limit.
@@ -140,9 +141,14 @@ class _GroupTracker(RestrictionTracker):
                 residual.append(None)
                 continue
             next_seq, next_offset = claimed
-            primary.append(dataclasses.replace(start, stop_seq=next_seq))
+            # The constructor, not dataclasses.replace: this runs for every stream of the group
+            # at every poll (replace was 3% of the SDK worker's time at 1,000 streams).
+            primary.append(
+                StreamPosition(start.next_seq, start.next_offset, start.deadline, next_seq,
+                               start.end_offset)
+            )
             residual.append(
-                dataclasses.replace(start, next_seq=next_seq, next_offset=next_offset)
+                StreamPosition(next_seq, next_offset, start.deadline, None, start.end_offset)
             )
         self._position = GroupPosition(tuple(primary))
         return self._position, GroupPosition(tuple(residual))
@@ -318,8 +324,9 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             watermark_estimator.set_watermark(watermark)
         if self._bounded and not emitted:
             # Batch runners (the FnApiRunner) run a deferred remainder again at once, whatever
-            # the delay: without this pause a group waiting for data spins a core.
-            time.sleep(self._poll_seconds)
+            # the delay: without a pause a group waiting for data spins a core. A short one: a
+            # fast stream's reader fills its buffer in a fraction of a poll.
+            time.sleep(_BOUNDED_IDLE_PAUSE_SECONDS)
         tracker.defer_remainder(Duration.of(self._poll_seconds))
 
     def _release_before(self, reader: StreamReader) -> float:
