@@ -32,6 +32,23 @@ def capture(config: dict, runner: str = "FnApiRunner", duration: float | None = 
     return out.getvalue()
 
 
+def capture_in_process(config: dict, duration: float = 60.0) -> dict[str, int]:
+    """Runs a bounded capture on the FnApiRunner in this process; returns the streamtap counters."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from streamtap.pipelines.capture import build_capture
+
+    pipeline = beam.Pipeline(runner="FnApiRunner")
+    build_capture(pipeline, parse_config(config), duration=duration, bounded=True)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("streamtap"))["counters"]
+    }
+
+
 def stream_bytes(location: str, stream_id: str) -> bytes:
     """The reassembled bytes of one stream of a capture."""
     output = io.BytesIO()

@@ -13,6 +13,7 @@ from tests.helpers import (
     TcpFeeder,
     assert_verified,
     capture,
+    capture_in_process,
     chunks_of,
     free_port,
     stream_bytes,
@@ -254,33 +255,19 @@ def test_a_dead_stream_does_not_stop_the_healthy_ones(tmp_path):
 
 
 def test_per_stream_beam_metrics_count_what_was_captured(tmp_path):
-    import apache_beam as beam
-    from apache_beam.metrics.metric import MetricsFilter
-
-    from streamtap.config import parse_config
-    from streamtap.pipelines.capture import build_capture
-
     data = os.urandom(400_000)
     feeder = TcpFeeder(data, piece=8192)
-    config = parse_config(
-        _config(
-            [{"id": "metered1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-              "max_bytes": len(data)}],
-            tmp_path,
-            max_bytes=10_000,
-        )
-    )
     try:
-        pipeline = beam.Pipeline(runner="FnApiRunner")
-        build_capture(pipeline, config, duration=60, bounded=True)
-        result = pipeline.run()
-        result.wait_until_finish()
+        counters = capture_in_process(
+            _config(
+                [{"id": "metered1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+                  "max_bytes": len(data)}],
+                tmp_path,
+                max_bytes=10_000,
+            )
+        )
     finally:
         feeder.close()
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace("streamtap"))["counters"]
-    }
     assert counters["metered1.bytes"] == len(data)
     assert counters["metered1.chunks"] == len(chunks_of(str(tmp_path), "metered1")) == 40
 

@@ -4,13 +4,11 @@ import os
 
 import apache_beam as beam
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 
 from streamtap.config import ConfigError, parse_config
 from streamtap.io.runtime import StreamPosition
 from streamtap.io.streams import END_OF_STREAM, GroupPosition, _GroupTracker, group_streams
-from streamtap.pipelines.capture import build_capture
-from tests.helpers import TcpFeeder, assert_verified, stream_bytes
+from tests.helpers import TcpFeeder, assert_verified, capture_in_process, stream_bytes
 
 
 def test_default_grouping_is_one_group_per_parallel_reader():
@@ -92,31 +90,23 @@ def test_bad_read_settings_are_config_errors():
 def _capture_groups(tmp_path, payloads, read):
     """Captures one TCP stream per payload to Parquet; returns the streamtap counters."""
     feeders = [TcpFeeder(payload, piece=8192) for payload in payloads]
-    config = parse_config(
-        {
-            "sources": [
-                {"id": f"tcp{i}", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                 "max_bytes": len(feeder.data)}
-                for i, feeder in enumerate(feeders)
-            ],
-            "chunk": {"max_bytes": 50_000, "max_seconds": 0.5},
-            "window_seconds": 2,
-            "read": read,
-            "sinks": [{"type": "parquet", "path": str(tmp_path)}],
-        }
-    )
     try:
-        pipeline = beam.Pipeline(runner="FnApiRunner")
-        build_capture(pipeline, config, duration=60, bounded=True)
-        result = pipeline.run()
-        result.wait_until_finish()
+        return capture_in_process(
+            {
+                "sources": [
+                    {"id": f"tcp{i}", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
+                     "max_bytes": len(feeder.data)}
+                    for i, feeder in enumerate(feeders)
+                ],
+                "chunk": {"max_bytes": 50_000, "max_seconds": 0.5},
+                "window_seconds": 2,
+                "read": read,
+                "sinks": [{"type": "parquet", "path": str(tmp_path)}],
+            }
+        )
     finally:
         for feeder in feeders:
             feeder.close()
-    return {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace("streamtap"))["counters"]
-    }
 
 
 def test_streams_in_groups_round_trip_byte_exact_with_totals_only(tmp_path):
