@@ -16,7 +16,6 @@ drops are never hidden: the next chunk is marked `discontinuity`.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ from streamtap.config import ChunkSettings, ReadSettings, SourceConfig
 from streamtap.io.runtime import StreamPosition, StreamReader, hub
 
 __all__ = ["GroupPosition", "ReadStreams", "group_streams"]
-
-_LOGGER = logging.getLogger(__name__)
 
 # Claimed (as (index, END_OF_STREAM)) when a stream of the group has finished: EOF, deadline,
 # byte limit or stop.
@@ -73,9 +70,6 @@ class GroupPosition:
     """The restriction of one group: each stream's position, None for a finished stream."""
 
     streams: tuple[StreamPosition | None, ...]
-
-    def finished(self) -> bool:
-        return all(position is None for position in self.streams)
 
 
 def default_poll_seconds(chunking: ChunkSettings, release_by_window: float | None) -> float:
