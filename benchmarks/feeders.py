@@ -2,13 +2,15 @@
 
 `python -m benchmarks.feeders tcp --port P --bytes N` serves N bytes of incompressible data to
 the first client on 127.0.0.1:P as fast as the socket takes them, then holds the connection open
-(the capture ends by its own byte limit) for at most --hold seconds.
+(the capture ends by its own byte limit) for at most --hold seconds. With --seed S the data is
+feeder_block(S) repeated, so a benchmark can check what was captured.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import sys
 import time
@@ -16,8 +18,14 @@ import time
 _BLOCK = 1024 * 1024
 
 
-def serve_tcp(port: int, total: int, hold: float, accept_timeout: float) -> int:
-    block = os.urandom(_BLOCK)
+def feeder_block(seed: int) -> bytes:
+    """The 1 MiB block a feeder started with --seed repeats."""
+    return random.Random(seed).randbytes(_BLOCK)
+
+
+def serve_tcp(port: int, total: int, hold: float, accept_timeout: float,
+              seed: int | None = None) -> int:
+    block = os.urandom(_BLOCK) if seed is None else feeder_block(seed)
     view = memoryview(block)
     with socket.create_server(("127.0.0.1", port)) as listener:
         listener.settimeout(accept_timeout)
@@ -51,8 +59,9 @@ def main(argv=None) -> int:
     tcp.add_argument("--bytes", type=int, required=True)
     tcp.add_argument("--hold", type=float, default=60.0, help="seconds to hold the connection")
     tcp.add_argument("--accept-timeout", type=float, default=60.0)
+    tcp.add_argument("--seed", type=int, default=None, help="send feeder_block(SEED) repeated")
     args = parser.parse_args(argv)
-    return serve_tcp(args.port, args.bytes, args.hold, args.accept_timeout)
+    return serve_tcp(args.port, args.bytes, args.hold, args.accept_timeout, args.seed)
 
 
 if __name__ == "__main__":

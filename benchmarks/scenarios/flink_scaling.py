@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,41 +42,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.feeders import feeder_block
+
 NAME = "flink_scaling"
 _BLOCK = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# --- feeder (a separate process per stream) -----------------------------------------------------
-
-
-def feeder_block(seed: int) -> bytes:
-    """The 1 MiB block a feeder with this seed repeats."""
-    return random.Random(seed).randbytes(_BLOCK)
-
-
-def feed(port: int, total: int, seed: int, hold: float, accept_timeout: float) -> int:
-    """Serves `total` bytes (feeder_block(seed) repeated) to the first client, as fast as the
-    socket takes them; then holds the connection (the capture ends by its max_bytes)."""
-    view = memoryview(feeder_block(seed))
-    with socket.create_server(("127.0.0.1", port)) as listener:
-        listener.settimeout(accept_timeout)
-        print("listening", flush=True)
-        connection, _ = listener.accept()
-        with connection:
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-            sent = 0
-            while sent < total:
-                piece = view[: min(_BLOCK, total - sent)]
-                connection.sendall(piece)
-                sent += len(piece)
-            connection.settimeout(hold)
-            try:
-                while connection.recv(4096):
-                    pass
-            except OSError:
-                pass
-    return 0
 
 
 # --- CPU per process group ----------------------------------------------------------------------
@@ -227,8 +195,9 @@ def _start_feeders(count: int, total: int, seed_base: int, hold: float) -> list[
         port = free_port()
         seed = seed_base + index
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"benchmarks.scenarios.{NAME}", "feed", "--port", str(port),
-             "--bytes", str(total), "--seed", str(seed), "--hold", str(hold)],
+            [sys.executable, "-m", "benchmarks.feeders", "tcp", "--port", str(port),
+             "--bytes", str(total), "--seed", str(seed), "--hold", str(hold),
+             "--accept-timeout", "300"],
             stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
         )
         feeders.append({"id": f"s{index}", "port": port, "seed": seed, "process": proc})
@@ -546,22 +515,3 @@ def run(cfg: dict, repeats: int, workdir: Path, log) -> dict:
     result["pass"] = (None if expected is None or pool.get("scaling") is None
                       else pool["scaling"] >= expected and not failures)
     return result
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.scenarios.{NAME}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    feeder = sub.add_parser("feed", help="serve seeded bytes to one TCP client")
-    feeder.add_argument("--port", type=int, required=True)
-    feeder.add_argument("--bytes", type=int, required=True)
-    feeder.add_argument("--seed", type=int, required=True)
-    feeder.add_argument("--hold", type=float, default=300.0)
-    feeder.add_argument("--accept-timeout", type=float, default=300.0)
-    args = parser.parse_args(argv)
-    return feed(args.port, args.bytes, args.seed, args.hold, args.accept_timeout)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

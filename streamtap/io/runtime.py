@@ -38,7 +38,7 @@ _LOGGER = logging.getLogger(__name__)
 # A reader stops reading while this many received bytes wait to be committed (backpressure).
 _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
 # How often a reader checks for its deadline and stop requests, in seconds. Cuts on time do not
-# wait for it: each chunk being filled has a timer at first byte + max_seconds. (A 0.05 s tick per
+# wait for it: each chunk being filled has a timer at first byte + max_seconds (see write()). (A 0.05 s tick per
 # reader cost 20,000 wake-ups/s at 1,000 streams and starved the loop: chunks came out ~3 s late.)
 _TICK_SECONDS = 0.25
 # A stop file is looked for at most this often per process, however many readers ask.
@@ -347,15 +347,11 @@ class StreamReader:
             self._mark_discontinuity = True
 
     async def _tick(self) -> None:
-        """Cuts chunks on time and ends the stream on its deadline or a stop request."""
-        max_seconds = self._chunking.max_seconds
+        """Ends the stream on its deadline or a stop request (cuts on time have their timer)."""
         while not self._finished:
             await asyncio.sleep(_TICK_SECONDS)
-            now = time.time()
-            if self._pending.data and now - self._pending.first_byte_time >= max_seconds:
-                self._cut()
             if self._stopping or _stop_requested(self._stop_file) or (
-                self._deadline is not None and now >= self._deadline
+                self._deadline is not None and time.time() >= self._deadline
             ):
                 self._finish()
 

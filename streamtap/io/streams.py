@@ -289,7 +289,9 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             release_before = self._release_before(reader)
             while True:
                 chunk: Chunk | None = reader.chunk(seq)
-                if chunk is None or _micros(chunk.event_time) >= release_before:
+                if chunk is None or (
+                    release_before is not None and _micros(chunk.event_time) >= release_before
+                ):
                     break
                 if not tracker.try_claim((index, chunk.seq, chunk.end_offset)):
                     return
@@ -323,17 +325,17 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             time.sleep(_BOUNDED_IDLE_PAUSE_SECONDS)
         tracker.defer_remainder(Duration.of(self._poll_seconds))
 
-    def _release_before(self, reader: StreamReader) -> float:
-        """Chunks with event times (µs) from this on stay in the reader for now.
+    def _release_before(self, reader: StreamReader) -> int | None:
+        """Chunks with event times (µs) from this on stay in the reader for now; None: none.
 
-        Without windowed release: none. With it, a chunk leaves once its window has closed for
+        Without windowed release, none stay. With it, a chunk leaves once its window has closed for
         its stream (nothing cut later can fall into it), so a stream's window reaches the sinks
         in one bundle and a sink can write it as one file without a shuffle.
         """
         if self._window_micros is None or reader.ended():
-            return math.inf
+            return None
         if reader.retained_bytes() > _MAX_HELD_BYTES:
-            return math.inf
+            return None
         horizon = _micros(reader.horizon())
         return horizon - horizon % self._window_micros
 
