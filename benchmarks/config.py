@@ -41,6 +41,8 @@ SCENARIOS: dict[str, dict] = {
         "latency_margin_seconds": 2.0,  # p99 arrival-to-file latency < window + this
         "profile_seconds": 30,
         "repeats": 1,  # several minutes each: one run per N (the medians are over streams)
+        # Optional, e.g. with --set: "read": {...} (the capture's read: section) and
+        # "source": {...} (extra keys for every http source, e.g. {"gather_seconds": 0}).
     },
     # 3. streamtap's Kafka sink vs Kafka's own ProducerPerformance.
     "kafka_producer": {

@@ -24,6 +24,7 @@ from benchmarks import profiling
 _SUMMARY = re.compile(
     r"^\s+(?P<id>\S+)\s+(?P<bytes>\d+) bytes\s+chunks (?P<chunks>\d+)\s+reconnects "
     r"(?P<reconnects>\d+)\s+discontinuities (?P<disc>\d+)\s+errors (?P<errors>\d+)"
+    r"(?:.*?  last error: (?P<last_error>.*))?"
 )
 
 
@@ -43,6 +44,8 @@ class LiveResult:
     profile: Path | None = None
     steady_cpu_cores: float | None = None  # CPU seconds per second between warm-up and SIGINT
     steady_cpu_by_process: dict = field(default_factory=dict)
+    # Wall-clock (start, end) of the py-spy profile, left out of the steady CPU rate.
+    profiled_epochs: tuple[float, float] | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -51,6 +54,14 @@ class LiveResult:
     @property
     def reconnects(self) -> int:
         return sum(s["reconnects"] for s in self.streams.values())
+
+    def error_examples(self, most: int = 5) -> dict[str, int]:
+        """The streams' last errors (from the summary), most frequent first, with their counts."""
+        counts: dict[str, int] = {}
+        for stream in self.streams.values():
+            if stream.get("last_error"):
+                counts[stream["last_error"]] = counts.get(stream["last_error"], 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1])[:most])
 
 
 def _env() -> dict:
@@ -94,6 +105,10 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
         )
     profile_path = None
     profiler = None
+    # CPU samples (time, cpu, per process) where py-spy started and stopped: sampling costs the
+    # target CPU too, so the steady rate leaves that stretch out.
+    profiled: list[tuple[float, float, dict]] = []
+    profiled_epochs: list | None = None  # [start, end or None]: wall clock, for latency stats
     started = time.monotonic()
     try:
         with ProcessTreeMonitor(proc.pid, interval=0.5) as monitor:
@@ -105,6 +120,13 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
                     profile_path = workdir / "profile.raw"
                     profiler = profiling.record_pid(proc.pid, profile_seconds, profile_path,
                                                    rate=50, subprocesses=True, gil=True)
+                    monitor.sample()
+                    profiled.append((time.monotonic(), monitor.cpu_seconds, dict(monitor.per_name)))
+                    profiled_epochs = [time.time(), None]
+                if len(profiled) == 1 and profiler is not None and profiler.poll() is not None:
+                    monitor.sample()
+                    profiled.append((time.monotonic(), monitor.cpu_seconds, dict(monitor.per_name)))
+                    profiled_epochs[1] = time.time()
                 time.sleep(min(1.0, max(deadline - time.monotonic(), 0.01)))
                 if steady_start is None and time.monotonic() - started >= min(warmup, seconds / 2):
                     monitor.sample()
@@ -135,9 +157,18 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
     steady = steady_by = None
     if steady_start is not None and steady_end[0] > steady_start[0]:
         span = steady_end[0] - steady_start[0]
-        steady = (steady_end[1] - steady_start[1]) / span
-        steady_by = {name: round((cpu - steady_start[2].get(name, 0.0)) / span, 3)
-                     for name, cpu in steady_end[2].items()}
+        cpu = steady_end[1] - steady_start[1]
+        by = {name: used - steady_start[2].get(name, 0.0) for name, used in steady_end[2].items()}
+        if profiled:
+            begin = max(profiled[0], steady_start, key=lambda sample: sample[0])
+            end = profiled[1] if len(profiled) > 1 else steady_end
+            if 0 < end[0] - begin[0] < span:
+                span -= end[0] - begin[0]
+                cpu -= end[1] - begin[1]
+                by = {name: used - (end[2].get(name, 0.0) - begin[2].get(name, 0.0))
+                      for name, used in by.items()}
+        steady = cpu / span
+        steady_by = {name: round(used / span, 3) for name, used in by.items()}
     streams = {}
     summary = output.split("streamtap: summary", 1)
     if len(summary) == 2:
@@ -150,6 +181,7 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
                     "reconnects": int(match.group("reconnects")),
                     "discontinuities": int(match.group("disc")),
                     "errors": int(match.group("errors")),
+                    "last_error": match.group("last_error"),
                 }
     return LiveResult(
         exit_code=proc.returncode,
@@ -166,4 +198,6 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
         profile=profile_path if profile_path and profile_path.exists() else None,
         steady_cpu_cores=steady,
         steady_cpu_by_process=steady_by or {},
+        profiled_epochs=(profiled_epochs[0], profiled_epochs[1] or stopped_epoch)
+        if profiled_epochs else None,
     )

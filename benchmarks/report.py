@@ -81,10 +81,18 @@ def _summary_rows(results: dict) -> list[list[str]]:
         res = r["result"]
         ours = res["contenders"]["streamtap"]
         plain = res["contenders"]["plain_thread_per_stream"]
+        peer = res["contenders"].get("benthos_standin")
+        if "benthos_standin" not in res:  # a result from before the Benthos stand-in
+            peer_text, ratio, verdict = "; Redpanda Connect not run", "", " vs plain; (b) not run"
+        elif peer is None:
+            peer_text, ratio, verdict = "; Benthos stand-in failed to build", "", " (b) not run"
+        else:
+            peer_text = f"; Benthos stand-in for Redpanda Connect {_fmt(peer['cpu_us_per_kb_steady'], digits=2)} CPU-µs/kB"
+            ratio, verdict = f" vs plain, {_fmt(res['ratio_vs_benthos_steady'], digits=2)} vs Benthos", ""
         rows.append([f"4. {res['streams']} Icecast streams → Kafka", f"{_fmt(ours['cpu_us_per_kb_steady'], digits=2)} CPU-µs/kB",
-                     f"plain script {_fmt(plain['cpu_us_per_kb_steady'], digits=2)} CPU-µs/kB; Redpanda Connect not run",
-                     _fmt(res["ratio_vs_plain_steady"], digits=2), "< 1 (fewer than both)",
-                     _verdict(res["pass"]) + " vs plain; (b) not run", _loads(r)])
+                     f"plain script {_fmt(plain['cpu_us_per_kb_steady'], digits=2)} CPU-µs/kB{peer_text}",
+                     _fmt(res["ratio_vs_plain_steady"], digits=2) + ratio, "< 1 (fewer than both)",
+                     _verdict(res["pass"]) + verdict, _loads(r)])
     r = results.get("sensors_kafka")
     if r and "error" not in r["result"]:
         res = r["result"]
@@ -354,8 +362,10 @@ def plot(results: dict) -> Path | None:
     r = results.get("alternatives")
     if r and "error" not in r["result"]:
         c = r["result"]["contenders"]
-        panels.append(("4. CPU-µs per captured kB (steady)", ["streamtap", "plain script"],
-                       [c["streamtap"]["cpu_us_per_kb_steady"], c["plain_thread_per_stream"]["cpu_us_per_kb_steady"]], None))
+        labels = ["streamtap", "plain script"] + (["Benthos\nstand-in"] if "benthos_standin" in c else [])
+        names = ["streamtap", "plain_thread_per_stream", "benthos_standin"][:len(labels)]
+        panels.append(("4. CPU-µs per captured kB (steady)", labels,
+                       [c[name]["cpu_us_per_kb_steady"] for name in names], None))
     r = results.get("live_icecast")
     trend = None
     if r and "error" not in r["result"]:
@@ -487,6 +497,12 @@ def _details(results: dict) -> str:
                     "cpu_us_per_kb_steady", "cpu_us_per_kb_total", "load_average_1m"]
             parts.append(_table(["contender"] + keys, [[n] + [c.get(k) for k in keys] for n, c in res["contenders"].items()]))
             parts.append(f"\n(b) Redpanda Connect: {res['redpanda_connect']['why']}")
+            standin = res.get("benthos_standin")
+            if standin:
+                parts.append(f"\nBenthos stand-in: Benthos {standin.get('benthos')}, franz-go {standin.get('franz_go')}, "
+                             f"built with {standin.get('go')}; ratios of streamtap's CPU-µs/kB to it: "
+                             f"{res.get('ratio_vs_benthos_steady')} steady, {res.get('ratio_vs_benthos_total')} total"
+                             + (f". Not run: `{standin['error'][:300]}`" if standin.get("error") else "."))
         elif name == "sensors_kafka":
             keys = ["sensors", "seconds", "samples_per_s", "expected_samples_per_s", "streams_in_topic", "streams_with_problems",
                     "discontinuities", "cpu_cores_steady", "cpu_cores_steady_by_process", "cpu_us_per_sample_steady",
@@ -521,8 +537,10 @@ def _before_after() -> str:
                              f"p99 {run['latency_p99_s']} s, load {run['load_average_1m']}")
             elif name == "alternatives":
                 c = res["contenders"]
+                peer = f", Benthos {c['benthos_standin']['cpu_us_per_kb_steady']}" if "benthos_standin" in c else ""
                 cells.append(f"streamtap {c['streamtap']['cpu_us_per_kb_steady']} CPU-µs/kB "
-                             f"(plain {c['plain_thread_per_stream']['cpu_us_per_kb_steady']}), load {c['streamtap']['load_average_1m']}")
+                             f"(plain {c['plain_thread_per_stream']['cpu_us_per_kb_steady']}{peer}), "
+                             f"load {c['streamtap']['load_average_1m']}")
             elif name == "sensors_kafka":
                 cells.append(f"{res['cpu_us_per_sample_steady']} CPU-µs/sample "
                              f"{json.dumps(res['cpu_cores_steady_by_process'])}, load {res['load_average_1m']}")

@@ -28,11 +28,12 @@ NAME = "live_icecast"
 
 
 def _config(service, streams: int, window: float, max_seconds: float, out: Path,
-            read: dict | None = None) -> dict:
+            read: dict | None = None, source: dict | None = None) -> dict:
     mounts = service.mounts
     return {
         "sources": [
-            {"id": f"radio-{i:04d}", "type": "http", "url": service.mount_url(mounts[i % len(mounts)])}
+            {"id": f"radio-{i:04d}", "type": "http", "url": service.mount_url(mounts[i % len(mounts)]),
+             **(source or {})}
             for i in range(streams)
         ],
         "chunk": {"max_bytes": 65536, "max_seconds": max_seconds},
@@ -43,11 +44,14 @@ def _config(service, streams: int, window: float, max_seconds: float, out: Path,
 
 
 def latency_and_verify(out: Path, stopped_epoch: float | None = None,
-                       limit: float | None = None) -> dict:
+                       limit: float | None = None,
+                       profiled: tuple[float, float] | None = None) -> dict:
     """Verifies the capture and computes arrival-to-file latency percentiles (seconds).
 
     Also: the share of chunks whose file was complete before the SIGINT, and the median latency
     per 10 s of event time (a latency that grows over the run means the capture falls behind).
+    profiled: wall-clock (start, end) of a py-spy profile; the steady figures leave out chunks
+    whose files were written then (sampling slows the capture down).
     """
     from streamtap.captures import read_capture, verify
 
@@ -86,7 +90,11 @@ def latency_and_verify(out: Path, stopped_epoch: float | None = None,
     # came late); the last window, cut short and written while draining, does not.
     steady = all_lat
     if stopped_epoch is not None and limit is not None and len(all_lat):
-        steady = all_lat[all_ev <= stopped_epoch - limit]
+        keep = all_ev <= stopped_epoch - limit
+        if profiled is not None:
+            written = all_ev + all_lat
+            keep &= (written < profiled[0]) | (written > profiled[1])
+        steady = all_lat[keep]
     pct = (lambda q: round(float(np.percentile(all_lat, q)), 3)) if len(all_lat) else (lambda q: None)
     return {
         "files": files,
@@ -112,7 +120,7 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
     with services.icecast(cfg["mounts"], streams, cfg["bitrate"]) as station:
         out = workdir / f"capture-{streams}"
         config = _config(station, streams, cfg["window_seconds"], cfg["chunk_max_seconds"], out,
-                         cfg.get("read"))
+                         cfg.get("read"), cfg.get("source"))
         result = run_live_capture(
             config, workdir / f"run-{streams}", seconds,
             profile_seconds=cfg["profile_seconds"] if profile else 0,
@@ -121,7 +129,8 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
             drain_timeout=300.0,
         )
     limit_latency = cfg["window_seconds"] + cfg["latency_margin_seconds"]
-    checked = latency_and_verify(out, result.stopped_epoch, limit_latency) if out.exists() else {}
+    checked = (latency_and_verify(out, result.stopped_epoch, limit_latency, result.profiled_epochs)
+               if out.exists() else {})
     expected_streams = streams
     row = {
         "streams": streams,
@@ -132,6 +141,7 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
         "bytes_per_second": round(result.total_bytes / result.seconds) if result.seconds else None,
         "streams_reported": len(result.streams),
         "reconnects": result.reconnects,
+        "error_examples": result.error_examples(),
         "discontinuities": sum(s["discontinuities"] for s in result.streams.values()),
         "errors": sum(s["errors"] for s in result.streams.values()),
         "cpu_cores_steady": round(result.steady_cpu_cores, 3) if result.steady_cpu_cores else None,

@@ -38,6 +38,7 @@ _USER_AGENT = "streamtap/0.1"
 _MAX_HEAD_BYTES = 64 * 1024  # status line plus headers (and chunked trailers) of one response
 _MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
 _READ_SIZE = 64 * 1024  # most bytes asked of the socket (and handed to the sink) per read
+_SMALL_READ = 16 * 1024  # a body read under this size lets the next bytes gather (gather_seconds)
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _NO_BODY_STATUSES = frozenset({204, 304})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -83,6 +84,13 @@ class HttpSource(SourceConfig):
     )
     read_timeout: float = doc("Seconds without a byte before the session is treated as dead.", 30.0)
     max_redirects: int = doc("Most redirects followed in one session (0: none).", 5)
+    gather_seconds: float = doc(
+        "After a body read of under 16 KiB, stop reading for this long so that a slow stream's "
+        "packets gather in the socket buffer and come in one read: a 128 kbit/s radio stream "
+        "then costs ~3 reads a second instead of ~12 (Icecast's writes). Delays arrival by at "
+        "most this much; 0 reads every packet as it comes.",
+        0.5,
+    )
     ca_file: str | None = doc("PEM file of extra CA certificates to trust for https.", None)
 
     def validate(self, path: str) -> list[str]:
@@ -100,6 +108,10 @@ class HttpSource(SourceConfig):
             errors.append(f"{path}.read_timeout: must be > 0 seconds, got {self.read_timeout}")
         if self.max_redirects < 0:
             errors.append(f"{path}.max_redirects: must be >= 0, got {self.max_redirects}")
+        if not 0 <= self.gather_seconds <= 1:
+            errors.append(
+                f"{path}.gather_seconds: must be between 0 and 1 second, got {self.gather_seconds}"
+            )
         if self.ca_file is not None and not self.ca_file.strip():
             errors.append(f"{path}.ca_file: must be a path to a PEM file, got an empty string")
         return errors
@@ -221,11 +233,14 @@ class _Connection:
         writer: asyncio.StreamWriter,
         target: _Target,
         read_timeout: float,
+        gather_seconds: float = 0.0,
     ):
         self._reader = reader
         self._writer = writer
         self.target = target
         self._read_timeout = read_timeout
+        self._gather_seconds = gather_seconds
+        self._gathering: asyncio.TimerHandle | None = None  # resumes reading the socket
         # read_some()'s stall watchdog: when the pending read started, and the timer.
         self._reading_since: float | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -257,7 +272,28 @@ class _Connection:
             self._reading_since = None
         if self._stalled:
             raise self._stall_error()
+        if 0 < len(data) < min(most, _SMALL_READ) and self._gather_seconds:
+            self._let_bytes_gather()
         return data
+
+    def _let_bytes_gather(self) -> None:
+        """Stops reading the socket for gather_seconds.
+
+        The cost of a live stream is per read, not per byte: each read wakes the event loop,
+        the transport, the StreamReader and the sink. Icecast writes a 128 kbit/s stream in ~12
+        pieces a second; paused, the kernel keeps them and the next read takes them all.
+        Only after a read that emptied the StreamReader's buffer (fewer bytes than asked), so
+        its own flow control is not paused and nothing can arrive while we are.
+        """
+        transport = self._writer.transport
+        transport.pause_reading()
+        self._gathering = asyncio.get_running_loop().call_later(
+            self._gather_seconds, self._resume_reading
+        )
+
+    def _resume_reading(self) -> None:
+        self._gathering = None
+        self._writer.transport.resume_reading()
 
     def _check_stall(self) -> None:
         """Aborts the connection when a read has waited read_timeout seconds (the watchdog)."""
@@ -308,9 +344,10 @@ class _Connection:
     def close(self, abort: bool = False) -> None:
         # abort() drops the connection at once: nothing is left to say to a server that failed
         # us, and a cancelled session must not linger in a TLS shutdown.
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        for timer in (self._watchdog, self._gathering):
+            if timer is not None:
+                timer.cancel()
+        self._watchdog = self._gathering = None
         if abort:
             self._writer.transport.abort()
         else:
@@ -776,7 +813,9 @@ class _HttpConnector(Connector):
                 f"cannot connect to {target.address}: {_os_error_text(error)}; check the host "
                 "and port in the URL"
             ) from None
-        return _Connection(reader, writer, target, self._config.read_timeout)
+        return _Connection(
+            reader, writer, target, self._config.read_timeout, self._config.gather_seconds
+        )
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:

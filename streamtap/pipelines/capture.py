@@ -55,7 +55,25 @@ def build_capture(
         if label in outputs:
             label = f"{label}{len(outputs)}"
         outputs[label] = windowed | label >> sink.transform(config)
+    _end_stage_with_an_output(list(outputs.values()))
     return outputs
+
+
+def _end_stage_with_an_output(sink_outputs: list[beam.PCollection]) -> None:
+    """Sends what the sinks output (a record per Parquet file, nothing from Kafka) to a shuffle.
+
+    Why: Prism (2.77) busy-waits through every bundle of a stage that sends it no output. Its
+    progress loop selects on the bundle's data-done channel, which such a stage closes at once
+    (`stage.Execute`, prism/internal/stage.go). With the sinks fused into the reading step, that
+    was most of Prism's CPU: ~0.3 cores at 1,000 radio streams, for a stage mostly waiting on
+    fsync or Kafka acks. With an output, the channel closes only when the bundle ends.
+    """
+    (
+        sink_outputs
+        | "SinkResults" >> beam.Flatten()
+        | "KeyedByNothing" >> beam.Map(lambda _: (b"", 1))
+        | "EndOfStage" >> beam.GroupByKey()
+    )
 
 
 def _camel(name: str) -> str:

@@ -97,6 +97,7 @@ _JOB_SERVICE_VERSION = "2.65.0"
 _SLF4J_VERSION = "2.0.16"
 _JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 _START_TIMEOUT = 120.0
+_REST_TIMEOUT_SECONDS = 30.0  # GETs of the JobManager REST API (see FlinkService.rest)
 
 # JVM options Flink 1.19 uses on Java 17 (from its default config.yaml), also used for the job
 # server: Kryo and Flink's closure cleaner reflect into these packages.
@@ -454,7 +455,9 @@ class FlinkService:
 
     def rest(self, path: str) -> dict:
         """GET of the JobManager's REST API, e.g. rest("/jobs/<id>/checkpoints"); OSError if not."""
-        return _get_json(f"{self.rest_url}{path}", timeout=5)
+        # A generous timeout: while a job is being submitted on a busy 2-core machine, the
+        # JobManager has been seen to take over 5 s to answer.
+        return _get_json(f"{self.rest_url}{path}", timeout=_REST_TIMEOUT_SECONDS)
 
     # --- layout -------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import socket
 import ssl
 import subprocess
 import time
@@ -137,6 +138,49 @@ def test_body_without_length_ends_cleanly_when_the_server_closes():
 
     assert outcome.error is None
     assert bytes(outcome.sink.data) == data
+
+
+def trickle_handler(data: bytes, packet: int, pause: float):
+    """A radio-like server: `packet` bytes every `pause` seconds, then it closes."""
+
+    async def handle(request, writer):
+        writer.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\n\r\n")
+        for start in range(0, len(data), packet):
+            writer.write(data[start : start + packet])
+            await writer.drain()
+            await asyncio.sleep(pause)
+
+    return handle
+
+
+@pytest.mark.parametrize("gather_seconds", [0.1, 0.0])
+def test_slow_stream_bytes_gather_into_few_reads_byte_exact(gather_seconds):
+    # 240 packets of 100 bytes over ~1.2 s, like a radio stream's small packets.
+    data = payload(24_000, seed=21)
+
+    outcome = capture(trickle_handler(data, 100, 0.005), gather_seconds=gather_seconds)
+
+    assert outcome.error is None
+    assert bytes(outcome.sink.data) == data
+    if gather_seconds:  # ~one read per 0.1 s instead of one per packet
+        assert len(outcome.sink.writes) <= 25, len(outcome.sink.writes)
+    else:
+        assert len(outcome.sink.writes) >= 100, len(outcome.sink.writes)
+
+
+def test_fast_stream_is_not_held_back_by_gathering():
+    # Only a read of under 16 KiB pauses reading: a fast stream's reads are 64 KiB.
+    data = payload(8_000_000, seed=22)
+
+    outcome = capture(body_handler(head(headers={"Content-Length": str(len(data))}) + data))
+
+    assert outcome.error is None
+    assert bytes(outcome.sink.data) == data
+    small_reads = [len(piece) for piece in outcome.sink.writes[:-1] if len(piece) < 16 * 1024]
+    assert len(small_reads) <= 3, small_reads  # each of these would pause reading for 0.1 s
 
 
 def test_chunked_body_with_extensions_and_trailers_is_byte_exact():

@@ -4,6 +4,7 @@ import os
 
 import apache_beam as beam
 import pytest
+from apache_beam.runners.worker.bundle_processor import DataInputOperation
 
 from streamtap.config import ConfigError, parse_config
 from streamtap.io.runtime import StreamPosition
@@ -60,6 +61,22 @@ def test_progress_is_never_zero_of_zero():
     assert tracker.current_progress().fraction_completed == 0
     tracker.try_split(0)  # a checkpoint with nothing claimed: the bundle is done
     assert tracker.current_progress().fraction_completed == 1
+
+
+@pytest.mark.parametrize("claimed", [0, 3])
+def test_split_request_survives_the_sdks_nan_output_estimate(claimed):
+    # The SDK hands a split request the tracker's progress with `completed` replaced by the
+    # bundle's output bytes, which are NaN while its first output is being counted. Beam's own
+    # split arithmetic must still get a number (it failed with "cannot convert float NaN").
+    tracker = _GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=False)
+    for seq in range(claimed):
+        assert tracker.try_claim((0, seq, (seq + 1) * 10))
+    progress = tracker.current_progress().with_completed(float("nan"))
+
+    DataInputOperation._compute_split(
+        0, progress.fraction_completed, 1, 0.5, 1, (), tracker.try_split
+    )
+    assert progress.remaining_work == progress.remaining_work  # not NaN: reported to the runner
 
 
 def test_claims_out_of_order_or_after_the_end_are_bugs():

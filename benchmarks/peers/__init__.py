@@ -1,0 +1,1 @@
+"""Other tools that scenario 4 (`alternatives`) runs against streamtap, built from source here."""
