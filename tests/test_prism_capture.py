@@ -11,8 +11,12 @@ import signal
 import threading
 import time
 
+import apache_beam as beam
+
+from streamtap.config import parse_config
 from streamtap.io.parquet import capture_files
 from streamtap.io.synthetic import SyntheticSource, synthetic_bytes
+from streamtap.pipelines.capture import build_capture
 from tests.helpers import (
     CaptureProcess,
     TcpFeeder,
@@ -151,3 +155,26 @@ def test_sigterm_drains_like_ctrl_c(tmp_path):
     captured = stream_bytes(str(capture_dir), "tone1")
     assert len(captured) == _summary_bytes(output, "tone1") > 0
     assert_verified(str(capture_dir), streams=1)
+
+
+def test_the_reading_and_writing_stage_has_an_output_for_prism(tmp_path):
+    # Prism busy-waits through every bundle of a stage with no output (BENCHMARKS.md, scenario 2):
+    # the sinks' outputs must be consumed by a shuffle, for Parquet and for Kafka alike.
+    config = parse_config({
+        "sources": [{"id": "s", "type": "synthetic"}],
+        "sinks": [
+            {"type": "parquet", "path": str(tmp_path / "out")},
+            {"type": "kafka", "bootstrap_servers": "127.0.0.1:9", "topic": "t"},
+        ],
+    })
+    pipeline = beam.Pipeline()
+    build_capture(pipeline, config)
+    transforms = pipeline.to_runner_api().components.transforms
+    producer = {pcoll: t.unique_name for t in transforms.values() if not t.subtransforms
+                for pcoll in t.outputs.values()}
+
+    flatten = next(t for t in transforms.values() if t.unique_name == "SinkResults")
+    sinks = sorted(producer[pcoll].split("/")[0] for pcoll in flatten.inputs.values())
+    assert sinks == ["WriteToKafka", "WriteToParquet"]
+    shuffle = next(t for t in transforms.values() if t.unique_name == "EndOfStage")
+    assert shuffle.spec.urn == "beam:transform:group_by_key:v1"

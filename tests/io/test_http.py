@@ -692,6 +692,7 @@ def test_valid_config_has_no_errors():
         ({"url": "http://h/", "connect_timeout": 0}, "sources[0].connect_timeout: must be > 0"),
         ({"url": "http://h/", "read_timeout": -1.0}, "sources[0].read_timeout: must be > 0"),
         ({"url": "http://h/", "max_redirects": -1}, "sources[0].max_redirects: must be >= 0"),
+        ({"url": "http://h/", "gather_seconds": 2}, "sources[0].gather_seconds: must be between 0"),
         (
             {"url": "http://h/", "headers": {"X-A": "1\r\nHost: evil"}},
             "sources[0].headers.X-A: the value must be one line",
