@@ -105,10 +105,9 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
         )
     profile_path = None
     profiler = None
-    # CPU samples (time, cpu, per process) where py-spy started and stopped: sampling costs the
-    # target CPU too, so the steady rate leaves that stretch out.
-    profiled: list[tuple[float, float, dict]] = []
-    profiled_epochs: list | None = None  # [start, end or None]: wall clock, for latency stats
+    # CPU samples (time, cpu, per process, wall clock) where py-spy started and stopped:
+    # sampling costs the target CPU too, so the steady rate leaves that stretch out.
+    profiled: list[tuple[float, float, dict, float]] = []
     started = time.monotonic()
     try:
         with ProcessTreeMonitor(proc.pid, interval=0.5) as monitor:
@@ -120,13 +119,10 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
                     profile_path = workdir / "profile.raw"
                     profiler = profiling.record_pid(proc.pid, profile_seconds, profile_path,
                                                    rate=50, subprocesses=True, gil=True)
+                if profiler is not None and len(profiled) == (0 if profiler.poll() is None else 1):
                     monitor.sample()
-                    profiled.append((time.monotonic(), monitor.cpu_seconds, dict(monitor.per_name)))
-                    profiled_epochs = [time.time(), None]
-                if len(profiled) == 1 and profiler is not None and profiler.poll() is not None:
-                    monitor.sample()
-                    profiled.append((time.monotonic(), monitor.cpu_seconds, dict(monitor.per_name)))
-                    profiled_epochs[1] = time.time()
+                    profiled.append((time.monotonic(), monitor.cpu_seconds,
+                                     dict(monitor.per_name), time.time()))
                 time.sleep(min(1.0, max(deadline - time.monotonic(), 0.01)))
                 if steady_start is None and time.monotonic() - started >= min(warmup, seconds / 2):
                     monitor.sample()
@@ -198,6 +194,6 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
         profile=profile_path if profile_path and profile_path.exists() else None,
         steady_cpu_cores=steady,
         steady_cpu_by_process=steady_by or {},
-        profiled_epochs=(profiled_epochs[0], profiled_epochs[1] or stopped_epoch)
-        if profiled_epochs else None,
+        profiled_epochs=((profiled[0][3], profiled[1][3] if len(profiled) > 1 else stopped_epoch)
+                         if profiled else None),
     )

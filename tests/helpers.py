@@ -122,6 +122,16 @@ class TcpFeeder:
         self._listener.close()
         self._thread.join(timeout=5)
 
+    def __enter__(self) -> "TcpFeeder":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def source(self, stream_id: str, **fields) -> dict:
+        """The config of a `tcp` source that reads this feeder, e.g. max_bytes=len(data)."""
+        return {"id": stream_id, "type": "tcp", "address": f"127.0.0.1:{self.port}", **fields}
+
 
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config))

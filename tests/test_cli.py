@@ -22,20 +22,16 @@ def recorded(tmp_path_factory):
     """A verified capture of 600 kB sent over ~3 s: ~40 chunks in several window files."""
     root = tmp_path_factory.mktemp("recorded")
     data = os.urandom(600_000)
-    feeder = TcpFeeder(data, piece=16384, pause=0.08)
-    try:
+    with TcpFeeder(data, piece=16384, pause=0.08) as feeder:
         capture(
             {
-                "sources": [{"id": "file1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                             "max_bytes": len(data)}],
+                "sources": [feeder.source("file1", max_bytes=len(data))],
                 "chunk": {"max_bytes": 16384, "max_seconds": 1.0},
                 "window_seconds": 1,
                 "sinks": [{"type": "parquet", "path": str(root / "capture"),
                            "compression": "none"}],
             }
         )
-    finally:
-        feeder.close()
     return root, data
 
 

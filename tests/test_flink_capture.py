@@ -62,7 +62,7 @@ def test_unbounded_capture_on_flink_is_byte_exact_and_drains_on_sigint(flink_env
         tmp_path / "pipeline.yaml",
         {
             "sources": [
-                {"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+                feeder.source("tcp1"),
                 {"id": "file1", "type": "file", "path": str(data_file)},
             ],
             "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
@@ -328,8 +328,8 @@ def test_external_workers_from_the_clusters_worker_pool_are_byte_exact(flink_env
     payloads = [os.urandom(3_000_000) for _ in range(3)]
     feeders = [_ReaderRecordingFeeder(data) for data in payloads]
     config = parse_config({
-        "sources": [{"id": f"tcp{i}", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                     "max_bytes": len(payloads[i])} for i, feeder in enumerate(feeders)],
+        "sources": [feeder.source(f"tcp{i}", max_bytes=len(feeder.data))
+                    for i, feeder in enumerate(feeders)],
         "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
         "window_seconds": 2,
         "sinks": [{"type": "parquet", "path": str(capture_dir)}],

@@ -31,12 +31,11 @@ def _kafka_verified(location: str, streams: int) -> dict:
 def test_tcp_and_radio_round_trip_byte_exact_through_kafka(kafka, icecast, tmp_path):
     topic = unique_topic("roundtrip")
     data = os.urandom(1_500_000)
-    feeder = TcpFeeder(data, piece=32768, pause=0.002)
-    try:
+    with TcpFeeder(data, piece=32768, pause=0.002) as feeder:
         capture(
             {
                 "sources": [
-                    {"id": "sensor1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+                    feeder.source("sensor1"),
                     {"id": "radio1", "type": "http", "url": icecast.mount_url("radio1")},
                 ],
                 "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
@@ -49,8 +48,6 @@ def test_tcp_and_radio_round_trip_byte_exact_through_kafka(kafka, icecast, tmp_p
             },
             duration=6,
         )
-    finally:
-        feeder.close()
     location = f"kafka://{kafka.bootstrap_servers}/{topic}"
     _kafka_verified(location, streams=2)
     assert stream_bytes(location, "sensor1") == data
@@ -83,7 +80,7 @@ def test_a_broker_killed_mid_capture_loses_nothing(kafka_cluster_healed, tmp_pat
     config = write_config(
         tmp_path / "pipeline.yaml",
         {
-            "sources": [{"id": "sensor1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"}],
+            "sources": [feeder.source("sensor1")],
             "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
             "window_seconds": 1,
             "sinks": [{"type": "kafka", "bootstrap_servers": cluster.bootstrap_servers,
@@ -131,8 +128,7 @@ def test_brokers_down_at_start_are_reported_and_the_capture_goes_on_when_they_re
     config = write_config(
         tmp_path / "pipeline.yaml",
         {
-            "sources": [{"id": "sensor1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                         "max_bytes": len(data)}],
+            "sources": [feeder.source("sensor1", max_bytes=len(data))],
             "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
             "window_seconds": 1,
             "sinks": [{"type": "kafka", "bootstrap_servers": service.bootstrap_servers,

@@ -49,7 +49,7 @@ def test_unbounded_capture_writes_windows_while_running_and_drains_on_sigint(tmp
         {
             "sources": [
                 sensor,
-                {"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+                feeder.source("tcp1"),
                 {"id": "udp1", "type": "udp", "address": f"127.0.0.1:{udp_port}"},
                 {"id": "fifo1", "type": "file", "path": str(fifo)},
             ],

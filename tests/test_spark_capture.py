@@ -69,8 +69,7 @@ def test_bounded_file_and_tcp_capture_on_spark_is_byte_exact(spark_env, tmp_path
     config = parse_config({
         "sources": [
             {"id": "file1", "type": "file", "path": str(data_file), "start_offset": 1000},
-            {"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-             "max_bytes": len(tcp_data)},
+            feeder.source("tcp1", max_bytes=len(tcp_data)),
         ],
         "chunk": {"max_bytes": 32768, "max_seconds": 0.5},
         "window_seconds": 2,
@@ -108,8 +107,7 @@ def test_streamtap_run_on_spark_with_duration(spark_env, tmp_path):
     config = write_config(tmp_path / "pipeline.yaml", {
         "sources": [
             {"id": "file1", "type": "file", "path": str(data_file)},
-            {"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-             "max_bytes": len(tcp_data)},
+            feeder.source("tcp1", max_bytes=len(tcp_data)),
         ],
         "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
         "window_seconds": 2,

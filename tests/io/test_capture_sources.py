@@ -31,17 +31,13 @@ def _config(sources, path, max_bytes=65536, max_seconds=0.5, window_seconds=2):
 
 def test_tcp_stream_round_trips_byte_exact(tmp_path):
     data = os.urandom(3_000_000)
-    feeder = TcpFeeder(data, piece=65536)
-    try:
+    with TcpFeeder(data, piece=65536) as feeder:
         capture(
             _config(
-                [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                  "max_bytes": len(data)}],
+                [feeder.source("tcp1", max_bytes=len(data))],
                 tmp_path,
             )
         )
-    finally:
-        feeder.close()
     assert stream_bytes(str(tmp_path), "tcp1") == data
     assert_verified(str(tmp_path), streams=1)
     chunks = chunks_of(str(tmp_path), "tcp1")
@@ -235,39 +231,32 @@ def test_synthetic_sources_produce_their_documented_bytes(tmp_path):
 def test_a_dead_stream_does_not_stop_the_healthy_ones(tmp_path):
     dead_port = free_port()  # nothing listens here
     data = os.urandom(200_000)
-    feeder = TcpFeeder(data)
-    try:
+    with TcpFeeder(data) as feeder:
         output = capture(
             _config(
                 [
                     {"id": "dead1", "type": "tcp", "address": f"127.0.0.1:{dead_port}",
                      "reconnect": {"initial_delay": 0.1, "max_delay": 0.2}},
-                    {"id": "alive1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+                    feeder.source("alive1"),
                 ],
                 tmp_path,
             ),
             duration=3,
         )
-    finally:
-        feeder.close()
     assert stream_bytes(str(tmp_path), "alive1") == data
     assert "dead1" in output and "connection refused" in output
 
 
 def test_per_stream_beam_metrics_count_what_was_captured(tmp_path):
     data = os.urandom(400_000)
-    feeder = TcpFeeder(data, piece=8192)
-    try:
+    with TcpFeeder(data, piece=8192) as feeder:
         counters = capture_in_process(
             _config(
-                [{"id": "metered1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                  "max_bytes": len(data)}],
+                [feeder.source("metered1", max_bytes=len(data))],
                 tmp_path,
                 max_bytes=10_000,
             )
         )
-    finally:
-        feeder.close()
     assert counters["metered1.bytes"] == len(data)
     assert counters["metered1.chunks"] == len(chunks_of(str(tmp_path), "metered1")) == 40
 
@@ -280,7 +269,7 @@ def test_a_second_run_continues_the_capture_where_the_first_ended(tmp_path):
     live_first = feeder.data
     sources = [
         {"id": "file1", "type": "file", "path": str(path)},
-        {"id": "live1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}"},
+        feeder.source("live1"),
     ]
     first = [dict(sources[0], max_bytes=1_000_000), dict(sources[1], max_bytes=len(live_first))]
     try:

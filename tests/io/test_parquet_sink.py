@@ -54,18 +54,14 @@ def _check_files_match_their_names(location: str, stream_id: str, window_seconds
 
 def test_bounded_capture_over_several_windows_is_byte_exact_without_a_shuffle(tmp_path):
     data = os.urandom(600_000)
-    feeder = TcpFeeder(data, piece=16384, pause=0.08)  # ~3 s: several 1 s windows
-    try:
+    with TcpFeeder(data, piece=16384, pause=0.08) as feeder:  # ~3 s: several 1 s windows
         output = capture(
             _config(
-                [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                  "max_bytes": len(data)}],
+                [feeder.source("tcp1", max_bytes=len(data))],
                 tmp_path,
                 max_bytes=16384,
             )
         )
-    finally:
-        feeder.close()
     assert "(bounded)" in output
     assert stream_bytes(str(tmp_path), "tcp1") == data
     reports = assert_verified(str(tmp_path), streams=1)
@@ -80,18 +76,14 @@ def test_fast_stream_window_in_several_files_verifies_and_a_second_run_resumes(t
     # 80 MiB inside one 60 s window: the reader hands it over in several bundles (its buffer
     # holds 64 MiB at most), so the window has several files.
     first = os.urandom(80 * 1024 * 1024)
-    feeder = TcpFeeder(first, piece=1024 * 1024, pause=0)
-    try:
+    with TcpFeeder(first, piece=1024 * 1024, pause=0) as feeder:
         capture(
             _config(
-                [{"id": "fast1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                  "max_bytes": len(first)}],
+                [feeder.source("fast1", max_bytes=len(first))],
                 tmp_path,
                 window_seconds=60,
             )
         )
-    finally:
-        feeder.close()
     windows = _files_by_window(str(tmp_path), "fast1")
     assert max(len(files) for files in windows.values()) >= 2, windows
     _check_files_match_their_names(str(tmp_path), "fast1", 60)
@@ -101,18 +93,14 @@ def test_fast_stream_window_in_several_files_verifies_and_a_second_run_resumes(t
     assert capture_end(str(tmp_path), "fast1") == (chunks, len(first))
 
     second = os.urandom(3_000_000)
-    feeder = TcpFeeder(second, piece=65536)
-    try:
+    with TcpFeeder(second, piece=65536) as feeder:
         output = capture(
             _config(
-                [{"id": "fast1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                  "max_bytes": len(second)}],
+                [feeder.source("fast1", max_bytes=len(second))],
                 tmp_path,
                 window_seconds=60,
             )
         )
-    finally:
-        feeder.close()
     assert f"fast1: continuing the capture at seq {chunks}, byte {len(first)}" in output
     assert stream_bytes(str(tmp_path), "fast1") == first + second
     report = assert_verified(str(tmp_path), streams=1)["fast1"]
@@ -122,19 +110,15 @@ def test_fast_stream_window_in_several_files_verifies_and_a_second_run_resumes(t
 
 def test_per_window_option_groups_a_bounded_capture_into_one_file_per_window(tmp_path):
     data = os.urandom(400_000)
-    feeder = TcpFeeder(data, piece=16384, pause=0.08)
-    try:
+    with TcpFeeder(data, piece=16384, pause=0.08) as feeder:
         capture(
             _config(
-                [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                  "max_bytes": len(data)}],
+                [feeder.source("tcp1", max_bytes=len(data))],
                 tmp_path,
                 max_bytes=16384,
                 files="per_window",
             )
         )
-    finally:
-        feeder.close()
     assert stream_bytes(str(tmp_path), "tcp1") == data
     assert_verified(str(tmp_path), streams=1)
     windows = _files_by_window(str(tmp_path), "tcp1")
@@ -148,8 +132,7 @@ def test_with_another_sink_the_parquet_sink_groups_per_window(tmp_path):
     data = os.urandom(400_000)
     feeder = TcpFeeder(data, piece=16384, pause=0.08)
     config = _config(
-        [{"id": "tcp1", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-          "max_bytes": len(data)}],
+        [feeder.source("tcp1", max_bytes=len(data))],
         tmp_path / "a",
         max_bytes=16384,
     )

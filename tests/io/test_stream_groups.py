@@ -111,8 +111,7 @@ def _capture_groups(tmp_path, payloads, read):
         return capture_in_process(
             {
                 "sources": [
-                    {"id": f"tcp{i}", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                     "max_bytes": len(feeder.data)}
+                    feeder.source(f"tcp{i}", max_bytes=len(feeder.data))
                     for i, feeder in enumerate(feeders)
                 ],
                 "chunk": {"max_bytes": 50_000, "max_seconds": 0.5},
@@ -170,8 +169,7 @@ def _bundles_per_window(feeders, release_by_window):
     sources = parse_config(
         {
             "sources": [
-                {"id": f"tcp{i}", "type": "tcp", "address": f"127.0.0.1:{feeder.port}",
-                 "max_bytes": len(feeder.data)}
+                feeder.source(f"tcp{i}", max_bytes=len(feeder.data))
                 for i, feeder in enumerate(feeders)
             ],
             "sinks": [{"type": "parquet", "path": "/tmp/unused"}],
