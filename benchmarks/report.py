@@ -472,7 +472,7 @@ def _details(results: dict) -> str:
             keys = ["streams", "seconds", "drain_seconds", "bytes_per_second", "reconnects", "discontinuities",
                     "cpu_cores_steady", "cpu_cores_steady_by_process", "peak_rss_mib", "peak_rss_mib_by_process",
                     "latency_p50_s", "latency_steady_p99_s", "latency_p99_s", "latency_limit_s",
-                    "share_written_before_sigint", "streams_with_problems", "load_average_1m", "pass"]
+                    "file_after_window_end_s", "share_written_before_sigint", "streams_with_problems", "load_average_1m", "pass"]
             runs = res["runs"] + res.get("fallback_runs", [])
             parts.append(_table(["run"] + keys, [[i + 1] + [json.dumps(run.get(k)) if isinstance(run.get(k), dict) else run.get(k) for k in keys]
                                                  for i, run in enumerate(runs)]))

@@ -45,11 +45,14 @@ def _config(service, streams: int, window: float, max_seconds: float, out: Path,
 
 def latency_and_verify(out: Path, stopped_epoch: float | None = None,
                        limit: float | None = None,
-                       profiled: tuple[float, float] | None = None) -> dict:
+                       profiled: tuple[float, float] | None = None,
+                       window: float | None = None) -> dict:
     """Verifies the capture and computes arrival-to-file latency percentiles (seconds).
 
     Also: the share of chunks whose file was complete before the SIGINT, and the median latency
     per 10 s of event time (a latency that grows over the run means the capture falls behind).
+    window: the window length; then also how long after its window's end each file was complete
+    (what the latency is made of beyond the window itself).
     profiled: wall-clock (start, end) of a py-spy profile; the steady figures leave out chunks
     whose files were written then (sampling slows the capture down).
     """
@@ -57,6 +60,7 @@ def latency_and_verify(out: Path, stopped_epoch: float | None = None,
 
     latencies = []
     event_times = []
+    after_window_end = []
     files = 0
     windows = set()
     for file in sorted(out.glob("stream=*/date=*/*.parquet")):
@@ -69,6 +73,8 @@ def latency_and_verify(out: Path, stopped_epoch: float | None = None,
         micros = times.cast(pa.int64()).to_numpy()
         latencies.append(mtime - micros / 1e6)
         event_times.append(micros / 1e6)
+        if window and len(micros):
+            after_window_end.append(mtime - (micros.min() / 1e6 // window + 1) * window)
     reports = verify(read_capture(str(out)))
     unmarked = {sid: r.problems[:3] for sid, r in reports.items() if not r.ok}
     all_lat = np.concatenate(latencies) if latencies else np.array([])
@@ -113,6 +119,10 @@ def latency_and_verify(out: Path, stopped_epoch: float | None = None,
         "latency_steady_p99_s": round(float(np.percentile(steady, 99)), 3) if len(steady) else None,
         "latency_median_by_10s": trend,  # [seconds into the capture, median, p99, chunks]
         "share_written_before_sigint": before_stop,
+        # Seconds from a window's end until its file was complete, per file: p50, p90, p99.
+        "file_after_window_end_s": [
+            round(float(np.percentile(after_window_end, q)), 3) for q in (50, 90, 99)
+        ] if after_window_end else None,
     }
 
 
@@ -129,7 +139,8 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
             drain_timeout=300.0,
         )
     limit_latency = cfg["window_seconds"] + cfg["latency_margin_seconds"]
-    checked = (latency_and_verify(out, result.stopped_epoch, limit_latency, result.profiled_epochs)
+    checked = (latency_and_verify(out, result.stopped_epoch, limit_latency, result.profiled_epochs,
+                                  cfg["window_seconds"])
                if out.exists() else {})
     expected_streams = streams
     row = {

@@ -13,8 +13,9 @@ Two ways of grouping chunks into files (`files`):
   (stream, window) and writes a file when a chunk of another window of that stream arrives, when
   a file reaches _MAX_FILE_BYTES, and at the end of the bundle for what is left: one file per
   window and stream, more for a stream whose window is handed over in pieces (faster than
-  ~32 MiB per window) or split by a checkpoint. `verify`, `reassemble` and resume read any
-  number of files per window.
+  ~32 MiB per window) or split by a checkpoint. When a bundle ends with many small files (a
+  window of many streams closing), helper processes write them (writer_processes.py).
+  `verify`, `reassemble` and resume read any number of files per window.
 - per window (`files: per_window`, or a capture with other sinks too): a GroupByKey on (stream,
   window) gathers each window's chunks, one file per window and stream (plus one per late pane).
   Without whole windows the per-bundle path would write a file per poll: on the FnApiRunner,
@@ -34,8 +35,6 @@ import collections
 import datetime
 import logging
 import os
-import struct
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,24 +49,21 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, doc
+from streamtap.io.parquet_format import (
+    SCHEMA,
+    WRITE_OPTIONS,
+    chunk_columns,
+    chunk_table,
+    codec,
+    fsync,
+    temporary_name,
+    unlink_quietly,
+)
+from streamtap.io.writer_processes import FileJob, WriterProcesses
 
 __all__ = ["ParquetSink", "WriteToParquet", "SCHEMA", "read_parquet_chunks"]
 
 _LOGGER = logging.getLogger(__name__)
-
-SCHEMA = pa.schema(
-    [
-        pa.field("stream_id", pa.string(), nullable=False),
-        pa.field("session", pa.string(), nullable=False),
-        pa.field("seq", pa.int64(), nullable=False),
-        pa.field("offset", pa.int64(), nullable=False),
-        pa.field("payload", pa.binary(), nullable=False),
-        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("crc32c", pa.uint32(), nullable=False),
-        pa.field("discontinuity", pa.bool_(), nullable=False),
-        pa.field("tags", pa.map_(pa.string(), pa.string()), nullable=False),
-    ]
-)
 
 _COMPRESSIONS = ("none", "snappy", "zstd", "gzip", "lz4")
 _FILE_MODES = ("auto", "per_window")
@@ -85,11 +81,12 @@ _MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 # handed to the writing thread in row groups of this many bytes while it fills.
 _MAX_FILE_BYTES = 128 * 1024 * 1024
 _BATCH_BYTES = 8 * 1024 * 1024
-# Dictionary encoding and statistics for every column but the payload: a payload dictionary only
-# pays off for repeated payloads (then it hides the data from the size of the file) and costs a
-# hash of every payload; min/max of payloads are useless to readers (and not stored above 4 KiB).
-_SMALL_COLUMNS = [name for name in SCHEMA.names if name != "payload"]
-WRITE_OPTIONS = {"use_dictionary": _SMALL_COLUMNS, "write_statistics": _SMALL_COLUMNS}
+# A bundle that ends with at least this many small files still open (a window of many streams
+# closing) has them written by helper processes, this many files per batch (writer_processes.py:
+# threads of this process queued for the GIL behind the readers).
+_PROCESS_MIN_FILES = 32
+_PROCESS_BATCH_FILES = 16
+_WRITER_PROCESSES = 2
 
 
 @dataclass(kw_only=True)
@@ -271,7 +268,7 @@ class _FileQueue:
                 temporary, _ = future.result()
             except BaseException:  # noqa: BLE001 - the first error is the one reported
                 continue
-            _unlink_quietly(temporary)
+            unlink_quietly(temporary)
         self._bytes = 0
 
 
@@ -286,6 +283,7 @@ class _WriteFilesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="streamtap-parquet")
+        self._processes: WriterProcesses | None = None  # started when first needed
 
     def start_bundle(self) -> None:
         if self._queue is not None:  # what a failed bundle left behind
@@ -303,6 +301,9 @@ class _WriteFilesFn(beam.DoFn):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=True)
+        processes = getattr(self, "_processes", None)
+        if processes is not None:
+            processes.shutdown()
 
 
 class _WriteWindowFileFn(_WriteFilesFn):
@@ -344,10 +345,14 @@ class _OpenFile:
         self.pending = 0  # payload bytes in rows
         self.size = 0  # payload bytes in the file, rows included
         self.directory, self.name = _file_location(root, stream_id, window, first_seq)
-        self.temporary = os.path.join(self.directory, f".{self.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.temporary = temporary_name(self.directory, self.name)
         self._task: Future | None = None
         self._writer: pq.ParquetWriter | None = None
         self._sink: pa.NativeFile | None = None
+
+    def started(self) -> bool:
+        """True once rows went to the pool (then the file must be finished there)."""
+        return self._task is not None
 
     def add(self, chunk: Chunk) -> None:
         self.rows.append(chunk)
@@ -372,7 +377,7 @@ class _OpenFile:
         os.makedirs(self.directory, exist_ok=True)
         self._sink = pa.OSFile(self.temporary, "wb")
         self._writer = pq.ParquetWriter(
-            self._sink, SCHEMA, compression=_codec(compression), **WRITE_OPTIONS
+            self._sink, SCHEMA, compression=codec(compression), **WRITE_OPTIONS
         )
 
     def _close_writer(self) -> None:
@@ -408,13 +413,13 @@ class _OpenFile:
             if table is not None:
                 self._writer.write_table(table, row_group_size=table.num_rows)
             self._close_writer()
-            _fsync(self.temporary)
+            fsync(self.temporary)
         except BaseException:
             try:
                 self._close_writer()
             except BaseException:  # noqa: BLE001 - the first error is the one reported
                 pass
-            _unlink_quietly(self.temporary)
+            unlink_quietly(self.temporary)
             raise
         return self.temporary, os.path.join(self.directory, self.name)
 
@@ -463,10 +468,28 @@ class _WriteBundleFilesFn(_WriteFilesFn):
         return None
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        files, self._open = self._open, {}
-        for file in files.values():
+        files, self._open = list(self._open.values()), {}
+        small = [file for file in files if not file.started()]
+        if len(small) >= _PROCESS_MIN_FILES:
+            self._write_in_processes(small)
+            files = [file for file in files if file.started()]
+        for file in files:
             self._close(file)
         return super().finish_bundle()
+
+    def _write_in_processes(self, files: list[_OpenFile]) -> None:
+        """Queues small, whole files to the helper processes, in batches."""
+        if self._processes is None:
+            self._processes = WriterProcesses(_WRITER_PROCESSES)
+        for start in range(0, len(files), _PROCESS_BATCH_FILES):
+            batch = files[start : start + _PROCESS_BATCH_FILES]
+            jobs: list[FileJob] = [
+                (file.directory, file.name, chunk_columns(file.rows), self._compression)
+                for file in batch
+            ]
+            written = self._processes.submit(jobs)
+            for index, file in enumerate(batch):
+                self._queue.add(_BatchItem(written, index), file.window, file.size)
 
     def teardown(self) -> None:
         self._abandon_open()
@@ -482,8 +505,25 @@ class _WriteBundleFilesFn(_WriteFilesFn):
                 file.close(self._pool, self._compression).result()
             except BaseException:  # noqa: BLE001 - cleaning up after a failure
                 continue
-            _unlink_quietly(file.temporary)
+            unlink_quietly(file.temporary)
         self._open = {}
+
+
+class _BatchItem:
+    """One file of a batch written by a helper process, used like its future of
+    (temporary, final) path."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Future, index: int):
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.done()
+
+    def result(self) -> tuple[str, str]:
+        return self._batch.result()[self._index]
 
 
 def _publish(temporary: str, final: str) -> None:
@@ -502,7 +542,7 @@ def _publish(temporary: str, final: str) -> None:
             kept_end = None
         ours = _max_seq(temporary)
         if kept_end is not None and ours is not None and kept_end > ours:
-            _unlink_quietly(temporary)
+            unlink_quietly(temporary)
             return
     os.replace(temporary, final)
 
@@ -520,17 +560,6 @@ def _max_seq(path: str) -> int | None:
     return max(ends) if ends else None
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _codec(compression: str) -> str | None:
-    return None if compression == "none" else compression
-
-
 def _write_back(path: str) -> None:
     """fdatasync of a file being written, only to get its pages to disk early (best effort)."""
     try:
@@ -545,14 +574,6 @@ def _write_back(path: str) -> None:
         os.close(fd)
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_temporary(
     directory: str, name: str, rows: list[Chunk], compression: str
 ) -> tuple[str, str]:
@@ -561,52 +582,13 @@ def _write_temporary(
     Returns (temporary path, final path); the caller renames. On failure nothing is left.
     """
     os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    temporary = temporary_name(directory, name)
     try:
         _write_table(temporary, rows, compression)
     except BaseException:
-        _unlink_quietly(temporary)
+        unlink_quietly(temporary)
         raise
     return temporary, os.path.join(directory, name)
-
-
-_OFFSETS: dict[int, pa.Buffer] = {}
-
-
-def _payload_column(payloads: list[bytes]) -> pa.ChunkedArray:
-    """The payloads as a binary column without copying them: one one-row array per payload,
-    over the payload's own buffer (a contiguous column would copy every byte once more before
-    the Parquet writer copies it into its pages)."""
-    arrays = []
-    for payload in payloads:
-        size = len(payload)
-        offsets = _OFFSETS.get(size)
-        if offsets is None:
-            offsets = pa.py_buffer(struct.pack("<ii", 0, size))
-            if len(_OFFSETS) < 1024:
-                _OFFSETS[size] = offsets
-        arrays.append(pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(payload)]))
-    return pa.chunked_array(arrays, pa.binary())
-
-
-def chunk_table(rows: list[Chunk]) -> pa.Table:
-    """The chunks as a table of SCHEMA (payloads not copied)."""
-    return pa.Table.from_arrays(
-        [
-            pa.array([row.stream_id for row in rows], pa.string()),
-            pa.array([row.session for row in rows], pa.string()),
-            pa.array([row.seq for row in rows], pa.int64()),
-            pa.array([row.offset for row in rows], pa.int64()),
-            _payload_column([row.payload for row in rows]),
-            pa.array(
-                [round(row.event_time * 1_000_000) for row in rows], pa.timestamp("us", tz="UTC")
-            ),
-            pa.array([row.crc32c for row in rows], pa.uint32()),
-            pa.array([row.discontinuity for row in rows], pa.bool_()),
-            pa.array([list(row.tags.items()) for row in rows], SCHEMA.field("tags").type),
-        ],
-        schema=SCHEMA,
-    )
 
 
 def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
@@ -617,11 +599,11 @@ def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
     pq.write_table(
         table,
         path,
-        compression=_codec(compression),
+        compression=codec(compression),
         row_group_size=max(1, _ROW_GROUP_BYTES // largest),
         **WRITE_OPTIONS,
     )
-    _fsync(path)
+    fsync(path)
 
 
 # --- reading a capture back --------------------------------------------------------------------

@@ -9,7 +9,10 @@ byte for byte, and what happens to the files of a retried or failed bundle.
 import collections
 import datetime
 import os
+import signal
+import time
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.transforms.window import IntervalWindow
@@ -18,6 +21,8 @@ from apache_beam.utils.timestamp import Timestamp
 from streamtap.captures import read_capture, reassemble, verify
 from streamtap.chunk import make_chunk
 from streamtap.io.parquet import _WriteBundleFilesFn, capture_end, capture_files
+from streamtap.io.parquet_format import chunk_columns
+from streamtap.io.writer_processes import WriterProcesses, WriterProcessError
 from tests.helpers import TcpFeeder, assert_verified, capture, chunks_of, stream_bytes
 
 
@@ -238,3 +243,110 @@ def test_a_failed_write_leaves_a_prefix_of_the_stream_and_no_temporary_file(writ
     assert capture_end(str(tmp_path), "s1") == (6, 6 * 5000)
     leftovers = [p.name for p in tmp_path.rglob(".*")]
     assert leftovers == [], leftovers
+
+
+# --- a window of many streams: small files written by helper processes -------------------------
+
+
+def _many_streams(streams: int, chunks_each: int = 3, size: int = 7000):
+    """A window's chunks of many streams, each stream's together, as a reading step emits them."""
+    return [
+        make_chunk(f"s{index:03d}", "0123456789abcdef", seq, seq * size, os.urandom(size),
+                   _START + 0.5 * seq)
+        for index in range(streams)
+        for seq in range(chunks_each)
+    ]
+
+
+def _bytes_by_stream(location: str) -> dict[str, bytes]:
+    chunks = sorted(read_capture(location), key=lambda c: (c.stream_id, c.seq))
+    streams = collections.defaultdict(bytes)
+    for chunk in chunks:
+        streams[chunk.stream_id] += chunk.payload
+    return dict(streams)
+
+
+def test_a_window_of_many_streams_is_written_by_helper_processes_byte_exact(writer, tmp_path):
+    chunks = _many_streams(40)
+    written = _run_bundle(writer, chunks)
+    assert writer._processes is not None  # 40 small files: the helpers wrote them
+    assert len(written) == 40
+    expected = collections.defaultdict(bytes)
+    for chunk in chunks:
+        expected[chunk.stream_id] += chunk.payload
+    assert _bytes_by_stream(str(tmp_path)) == dict(expected)
+    assert all(report.ok for report in verify(read_capture(str(tmp_path))).values())
+    assert [p.name for p in tmp_path.rglob(".*")] == []
+
+
+def test_a_failed_write_in_a_helper_fails_the_bundle_and_leaves_no_temporary_file(
+    writer, tmp_path
+):
+    chunks = _many_streams(40)
+    # Stream s007's directory cannot be created: a file is in the way.
+    (tmp_path / "stream=s007").write_text("in the way")
+    with pytest.raises(OSError) as failure:
+        _run_bundle(writer, chunks)
+    assert "stream=s007" in str(failure.value)
+    on_disk = _bytes_by_stream(str(tmp_path))
+    assert "s007" not in on_disk
+    # Every file that did appear is complete; nothing half-written is left behind.
+    for stream_id, data in on_disk.items():
+        assert data == b"".join(c.payload for c in chunks if c.stream_id == stream_id)
+    assert [p.name for p in tmp_path.rglob(".*")] == []
+    # The retried bundle (the obstacle gone) writes every stream.
+    (tmp_path / "stream=s007").unlink()
+    _run_bundle(writer, chunks)
+    assert len(_bytes_by_stream(str(tmp_path))) == 40
+
+
+class _KillsTheHelper:
+    """Unpickled in the helper process, this ends it at once, as the OOM killer would."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def _helpers() -> list[psutil.Process]:
+    """The writer helper processes of this (test) process."""
+    return [
+        p for p in psutil.Process().children(recursive=True)
+        if "streamtap.io.writer_processes" in " ".join(p.cmdline())
+    ]
+
+
+def _write_one(processes: WriterProcesses, directory, name: str, chunks) -> str:
+    """One file through a helper, renamed as the sink does; returns its path."""
+    job = (str(directory), name, chunk_columns(chunks), "none")
+    (temporary, final), = processes.submit([job]).result(timeout=60)
+    os.replace(temporary, final)
+    return final
+
+
+def test_a_helper_that_dies_fails_its_batch_and_a_new_one_takes_the_next(tmp_path):
+    chunks = _stream(3)
+    job = (str(tmp_path), "a.parquet", chunk_columns(chunks), "none")
+    processes = WriterProcesses(1)
+    try:
+        with pytest.raises(WriterProcessError, match="exit code 3"):
+            processes.submit([job, _KillsTheHelper()]).result(timeout=60)
+        final = _write_one(processes, tmp_path, "a.parquet", chunks)
+        assert pq.read_table(final).column("payload").to_pylist() == [c.payload for c in chunks]
+    finally:
+        processes.shutdown()
+    assert _helpers() == []
+
+
+def test_helpers_outlive_ctrl_c_so_a_draining_capture_can_write_its_last_files(tmp_path):
+    chunks = _stream(3)
+    processes = WriterProcesses(1)
+    try:
+        _write_one(processes, tmp_path, "a.parquet", chunks)
+        helper, = _helpers()
+        helper.send_signal(signal.SIGINT)  # what Ctrl-C sends the whole process group
+        time.sleep(0.5)
+        final = _write_one(processes, tmp_path, "b.parquet", chunks)
+        assert [p.pid for p in _helpers()] == [helper.pid]  # the same helper wrote it
+        assert pq.read_table(final).column("payload").to_pylist() == [c.payload for c in chunks]
+    finally:
+        processes.shutdown()
