@@ -610,6 +610,19 @@ def test_read_timeout_also_covers_the_response_head():
     assert "no data for 0.3 s" in str(outcome.error)
 
 
+def test_a_response_head_that_never_comes_is_given_up_after_connect_timeout():
+    # What a connection lost in a server's full listen queue looks like: open, and silent.
+    async def handle(request, writer):
+        await asyncio.sleep(60)
+
+    outcome = capture(handle, connect_timeout=0.5, read_timeout=30)
+
+    assert "no response from" in str(outcome.error)
+    assert "within 0.5 s of sending the request" in str(outcome.error)
+    assert "raise connect_timeout" in str(outcome.error)
+    assert 0.4 < outcome.seconds < 5  # not the 30 s read timeout
+
+
 def endless(piece: bytes = b"\x55" * 100):
     async def handle(request, writer):
         writer.write(head(headers={"Content-Type": "audio/mpeg"}))
