@@ -283,7 +283,6 @@ class _WriteFilesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="streamtap-parquet")
-        self._processes: WriterProcesses | None = None  # started when first needed
 
     def start_bundle(self) -> None:
         if self._queue is not None:  # what a failed bundle left behind
@@ -301,9 +300,6 @@ class _WriteFilesFn(beam.DoFn):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=True)
-        processes = getattr(self, "_processes", None)
-        if processes is not None:
-            processes.shutdown()
 
 
 class _WriteWindowFileFn(_WriteFilesFn):
@@ -443,6 +439,10 @@ class _WriteBundleFilesFn(_WriteFilesFn):
     file, so every file is one ascending run of seqs named by its lowest.
     """
 
+    def setup(self) -> None:
+        super().setup()
+        self._processes: WriterProcesses | None = None  # started when first needed
+
     def start_bundle(self) -> None:
         super().start_bundle()
         self._abandon_open()
@@ -468,12 +468,14 @@ class _WriteBundleFilesFn(_WriteFilesFn):
         return None
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        files, self._open = list(self._open.values()), {}
+        files, self._open = self._open.values(), {}
+        started = [file for file in files if file.started()]
         small = [file for file in files if not file.started()]
         if len(small) >= _PROCESS_MIN_FILES:
             self._write_in_processes(small)
-            files = [file for file in files if file.started()]
-        for file in files:
+        else:
+            started += small
+        for file in started:
             self._close(file)
         return super().finish_bundle()
 
@@ -494,6 +496,9 @@ class _WriteBundleFilesFn(_WriteFilesFn):
     def teardown(self) -> None:
         self._abandon_open()
         super().teardown()
+        processes = getattr(self, "_processes", None)
+        if processes is not None:
+            processes.shutdown()
 
     def _close(self, file: _OpenFile) -> None:
         self._queue.add(file.close(self._pool, self._compression), file.window, file.size)

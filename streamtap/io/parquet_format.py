@@ -76,10 +76,12 @@ def chunk_columns(rows) -> Columns:
     )
 
 
-def columns_table(columns: Columns) -> pa.Table:
-    """A table of SCHEMA from chunk_columns() (payloads not copied)."""
+def columns_table(columns: Columns, copy_payloads: bool = False) -> pa.Table:
+    """A table of SCHEMA from chunk_columns(); the payloads are not copied unless asked."""
     arrays = [
-        _payload_column(values) if field.name == "payload" else pa.array(values, field.type)
+        _payload_column(values)
+        if field.name == "payload" and not copy_payloads
+        else pa.array(values, field.type)
         for field, values in zip(SCHEMA, columns)
     ]
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
@@ -122,9 +124,7 @@ def encode_file(columns: Columns, compression: str) -> pa.Buffer:
     are copied into one contiguous column here: for a small file that copy is cheap, and the
     writer encodes one array a quarter faster than one array per payload (0.25 vs 0.33 ms).
     """
-    table = pa.Table.from_arrays(
-        [pa.array(values, field.type) for field, values in zip(SCHEMA, columns)], schema=SCHEMA
-    )
+    table = columns_table(columns, copy_payloads=True)
     out = pa.BufferOutputStream()
     with pq.ParquetWriter(out, SCHEMA, compression=codec(compression), **WRITE_OPTIONS) as writer:
         writer.write_table(table, row_group_size=max(1, table.num_rows))
