@@ -87,7 +87,11 @@ class ReconnectSettings:
 @dataclass(kw_only=True)
 class ChunkSettings:
     max_bytes: int = doc("A chunk is cut when it reaches this many bytes.", 65536)
-    max_seconds: float = doc("A chunk is cut this many seconds after its first byte arrived.", 1.0)
+    max_seconds: float = doc(
+        "A chunk is cut this many seconds after its first byte arrived. In Parquet-only "
+        "captures (chunks held until their window closes) also where its window ends.",
+        1.0,
+    )
 
     def validate(self, path: str) -> list[str]:
         errors = []

@@ -309,11 +309,11 @@ class _WriteWindowFileFn(_WriteFilesFn):
     fails the bundle (the runner retries it; file names depend only on the content).
     """
 
-    def process(self, keyed, window=beam.DoFn.WindowParam) -> list[WindowedValue] | None:
+    def process(self, keyed, window=beam.DoFn.WindowParam) -> list[WindowedValue]:
         stream_id, chunks = keyed
         rows = sorted(chunks, key=lambda chunk: chunk.seq)
         if not rows:  # Flink delivers the empty final pane Python windowing asks for
-            return None
+            return []
         directory, name = _file_location(self._path, stream_id, window, rows[0].seq)
         future = self._pool.submit(_write_temporary, directory, name, rows, self._compression)
         self._queue.add(future, window, sum(len(row.payload) for row in rows))
@@ -448,7 +448,8 @@ class _WriteBundleFilesFn(_WriteFilesFn):
         self._abandon_open()
         self._open: dict[str, _OpenFile] = {}
 
-    def process(self, chunk: Chunk, window=beam.DoFn.WindowParam) -> list[WindowedValue] | None:
+    def process(self, chunk: Chunk, window=beam.DoFn.WindowParam) -> list[WindowedValue]:
+        # An empty list, not None: Beam warns about every process method that returns None.
         file = self._open.get(chunk.stream_id)
         if file is None or chunk.seq <= file.last_seq or file.window != window:
             if file is not None:
@@ -465,7 +466,7 @@ class _WriteBundleFilesFn(_WriteFilesFn):
                 file.flush(self._pool, self._compression)
         if self._queue.has_ready():
             return self._queue.ready()
-        return None
+        return []
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         files, self._open = self._open.values(), {}

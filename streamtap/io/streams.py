@@ -31,7 +31,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from streamtap.chunk import Chunk
 from streamtap.config import ChunkSettings, ReadSettings, SourceConfig
-from streamtap.io.runtime import StreamPosition, StreamReader, hub
+from streamtap.io.runtime import StreamPosition, StreamReader, event_micros, hub
 
 __all__ = ["GroupPosition", "ReadStreams", "group_streams"]
 
@@ -102,11 +102,6 @@ def default_poll_seconds(chunking: ChunkSettings, release_by_window: float | Non
     # Measured at 100 radio streams to Kafka on Prism: 0.2 s -> 1 s polls took the capture from
     # 0.26 to 0.16 cores; a faster poll than chunks are cut mostly finds nothing new.
     return min(1.0, chunking.max_seconds)
-
-
-def _micros(epoch_seconds: float) -> int:
-    # The same rounding as Beam's Timestamp.of(), which windows the chunks downstream.
-    return Timestamp.of(epoch_seconds).micros
 
 
 class _GroupTracker(RestrictionTracker):
@@ -253,6 +248,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         release_by_window: float | None,
     ):
         self._groups = [list(group) for group in groups]
+        self._release_by_window = release_by_window
         self._window_micros = int(release_by_window * 1e6) if release_by_window else None
         self._chunking = chunking
         self._poll_seconds = reading.poll_seconds or default_poll_seconds(
@@ -317,13 +313,16 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         for index, (source, start) in enumerate(zip(self._groups[group], position.streams)):
             if start is None:
                 continue
-            reader = hub().attach(source, self._chunking, start, self._stop_file)
+            # Held windows are also cut at their ends, so each is complete as soon as it ends.
+            reader = hub().attach(
+                source, self._chunking, start, self._stop_file, self._release_by_window
+            )
             seq = start.next_seq
             release_before = self._release_before(reader)
             while True:
                 chunk: Chunk | None = reader.chunk(seq)
                 if chunk is None or (
-                    release_before is not None and _micros(chunk.event_time) >= release_before
+                    release_before is not None and event_micros(chunk.event_time) >= release_before
                 ):
                     break
                 if not tracker.try_claim((index, chunk.seq, chunk.end_offset)):
@@ -369,7 +368,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             return None
         if reader.retained_bytes() > _MAX_HELD_BYTES:
             return None
-        horizon = _micros(reader.horizon())
+        horizon = event_micros(reader.horizon())
         return horizon - horizon % self._window_micros
 
 
@@ -407,7 +406,9 @@ class ReadStreams(beam.PTransform):
       release_by_window: a window length in seconds: each stream's chunks are then held until
         their fixed event-time window has closed for that stream, so each window of a stream
         comes out in one bundle (or in pieces of ~32 MiB for fast streams). For sinks that
-        write a file per window without a shuffle; it adds up to a window of latency.
+        write a file per window without a shuffle; it adds up to a window of latency. Chunks
+        are then also cut where a window ends, so a window is complete when it ends (every
+        byte of a chunk arrived within its window).
     """
 
     def __init__(

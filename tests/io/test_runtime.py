@@ -138,3 +138,66 @@ def test_a_regular_file_resumes_at_the_restriction_offset_without_a_discontinuit
     assert b"".join(c.payload for c in chunks) == data[20_000:]
     assert chunks[0].seq == 3 and chunks[0].offset == 20_000
     assert not any(c.discontinuity for c in chunks)
+
+
+def _sleep_into_next_window(window_seconds, margin=0.05):
+    now = time.time()
+    time.sleep(window_seconds - now % window_seconds + margin)
+
+
+def test_with_windows_a_chunk_is_cut_where_its_window_ends_even_if_the_timer_is_late():
+    config = TcpSource(id="s1", address="127.0.0.1:9")
+    # No event loop here, so no cut timer: the next write must notice the window has ended.
+    reader = StreamReader(config, ChunkSettings(max_bytes=100, max_seconds=60), StreamPosition(),
+                          window_seconds=0.3)
+    reader._start_session()
+    _sleep_into_next_window(0.3)
+    reader.write(b"abc")
+    reader.write(b"def")
+    _sleep_into_next_window(0.3)
+    reader.write(b"ghi")
+    reader._cut()
+    first, second = _all(reader)
+    assert (first.payload, second.payload) == (b"abcdef", b"ghi")
+    assert int(first.event_time / 0.3) + 1 == int(second.event_time / 0.3)
+
+
+def test_with_windows_the_cut_timer_cuts_at_the_window_end_not_after_max_seconds(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    source = FileSource(id="windowcut", path=str(fifo))
+    window = 0.5
+    reader = hub().attach(
+        source, ChunkSettings(max_bytes=1000, max_seconds=30), StreamPosition(), None, window
+    )
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        _sleep_into_next_window(window)
+        os.write(writer, b"hello")
+        window_end = (int(time.time() / window) + 1) * window
+        deadline = time.monotonic() + 5
+        while reader.chunk(0) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cut_at = time.time()
+        chunk = reader.chunk(0)
+        assert chunk is not None and chunk.payload == b"hello"
+        assert window_end <= cut_at < window_end + 0.3  # not 30 s later
+        assert int(chunk.event_time / window) * window + window == window_end
+        # Nothing pending: the reader's horizon is past the window, which can now be released.
+        assert reader.horizon() >= window_end
+    finally:
+        os.close(writer)
+    deadline = time.monotonic() + 5
+    while not reader.finished(1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    hub().release(reader)
+
+
+def test_event_micros_windows_exactly_as_beams_timestamp_does():
+    from apache_beam.utils.timestamp import Timestamp
+
+    from streamtap.io.runtime import event_micros
+
+    now = time.time()
+    for seconds in (now, now + 0.1234567, 1_700_000_000.0000005, 1_700_000_009.9999999, 0.3):
+        assert event_micros(seconds) == Timestamp.of(seconds).micros
