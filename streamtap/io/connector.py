@@ -50,6 +50,11 @@ class ByteSink(Protocol):
     async def wait_for_room(self) -> None:
         """Waits while the stream's buffer is full. Await it before each read (backpressure)."""
 
+    def room(self) -> int:
+        """Bytes the chunk being filled can still take. A connector that reads exactly that many
+        (a `bytes` object of exactly a chunk, written while no chunk is being filled) has its
+        read become the chunk's payload without a copy."""
+
 
 class Connector(abc.ABC):
     """Opens sessions of one configured stream. One instance per stream per worker process."""

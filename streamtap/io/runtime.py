@@ -39,8 +39,9 @@ _LOGGER = logging.getLogger(__name__)
 # A reader stops reading while this many received bytes wait to be committed (backpressure).
 _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
 # How often a reader checks for its deadline and stop requests, in seconds. Cuts on time do not
-# wait for it: each chunk being filled has a timer for when it is due (see write()). (A 0.05 s tick per
-# reader cost 20,000 wake-ups/s at 1,000 streams and starved the loop: chunks came out ~3 s late.)
+# wait for it: each chunk being filled has a timer for when it is due (see write()). (A 0.05 s
+# tick per reader cost 20,000 wake-ups/s at 1,000 streams and starved the loop: chunks came out
+# ~3 s late.)
 _TICK_SECONDS = 0.25
 # Seconds after the first reader of a process started, when the capture's long-lived objects
 # are frozen (see _freeze_long_lived): by then every stream of a group has started.
@@ -96,7 +97,7 @@ class _PendingChunk:
 class StreamReader:
     """Keeps one stream flowing into chunks: sessions, reconnects, cutting, buffering.
 
-    Producer side (the hub's event loop): the ByteSink methods `write`, `set_tags`,
+    Producer side (the hub's event loop): the ByteSink methods `write`, `set_tags`, `room`,
     `wait_for_room`. Consumer side (the SDF, another thread): `sync`, `chunk`, `finished`,
     `watermark`. A lock guards what both sides touch.
 
@@ -264,6 +265,12 @@ class StreamReader:
         if not pending.data:
             self._start_pending(now)
         self.stats.bytes += len(data)
+        if not pending.data and len(data) == max_bytes and type(data) is bytes:
+            # A read of exactly one chunk becomes its payload as it is, without a copy.
+            self._cut(data)
+            if self._stopping:
+                self._finish()
+            return
         view = memoryview(data)
         while view:
             room = max_bytes - len(pending.data)
@@ -308,6 +315,10 @@ class StreamReader:
         if tags != self._session_tags:
             self._cut()
             self._session_tags = tags
+
+    def room(self) -> int:
+        """Bytes the chunk being filled can still take."""
+        return self._chunking.max_bytes - len(self._pending.data)
 
     async def wait_for_room(self) -> None:
         while self._retained_bytes > _BUFFER_LIMIT_BYTES and not self._finished:
@@ -389,12 +400,15 @@ class StreamReader:
         while not self._finished and time.monotonic() < end:
             await asyncio.sleep(min(_TICK_SECONDS, end - time.monotonic()))
 
-    def _cut(self) -> None:
-        """Turns the pending bytes into a chunk with the next seq."""
+    def _cut(self, whole_read: bytes | None = None) -> None:
+        """Turns the pending bytes, or a read that is one whole chunk, into the next chunk."""
         pending = self._pending
-        if not pending.data:
+        if whole_read is not None:
+            payload = whole_read
+        elif pending.data:
+            payload = bytes(pending.data)
+        else:
             return
-        payload = bytes(pending.data)
         chunk = make_chunk(
             self.stream_id,
             self._session,

@@ -148,8 +148,8 @@ def _sleep_into_next_window(window_seconds, margin=0.05):
 def test_with_windows_a_chunk_is_cut_where_its_window_ends_even_if_the_timer_is_late():
     config = TcpSource(id="s1", address="127.0.0.1:9")
     # No event loop here, so no cut timer: the next write must notice the window has ended.
-    reader = StreamReader(config, ChunkSettings(max_bytes=100, max_seconds=60), StreamPosition(),
-                          window_seconds=0.3)
+    chunking = ChunkSettings(max_bytes=100, max_seconds=60)
+    reader = StreamReader(config, chunking, StreamPosition(), window_seconds=0.3)
     reader._start_session()
     _sleep_into_next_window(0.3)
     reader.write(b"abc")
@@ -201,3 +201,19 @@ def test_event_micros_windows_exactly_as_beams_timestamp_does():
     now = time.time()
     for seconds in (now, now + 0.1234567, 1_700_000_000.0000005, 1_700_000_009.9999999, 0.3):
         assert event_micros(seconds) == Timestamp.of(seconds).micros
+
+
+def test_a_read_of_exactly_one_chunk_becomes_its_payload_without_a_copy():
+    reader = _reader(max_bytes=4)
+    whole_read = bytes(bytearray(b"wxyz"))
+    reader.write(b"ab")
+    assert reader.room() == 2
+    reader.write(b"cd")
+    reader.write(whole_read)
+    reader.write(b"efghij")
+    reader._cut()
+    chunks = _all(reader)
+    assert [c.payload for c in chunks] == [b"abcd", b"wxyz", b"efgh", b"ij"]
+    assert chunks[1].payload is whole_read
+    assert [c.offset for c in chunks] == [0, 4, 8, 12]
+    assert all(c.checksum_ok() for c in chunks)
