@@ -51,9 +51,8 @@ class ByteSink(Protocol):
         """Waits while the stream's buffer is full. Await it before each read (backpressure)."""
 
     def room(self) -> int:
-        """Bytes the chunk being filled can still take. A connector that reads exactly that many
-        (a `bytes` object of exactly a chunk, written while no chunk is being filled) has its
-        read become the chunk's payload without a copy."""
+        """Bytes the chunk being filled can still take. A read of exactly that many, written as
+        a `bytes` object while no chunk is being filled, becomes the chunk's payload as it is."""
 
 
 class Connector(abc.ABC):

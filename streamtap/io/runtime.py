@@ -265,22 +265,23 @@ class StreamReader:
         if not pending.data:
             self._start_pending(now)
         self.stats.bytes += len(data)
-        if not pending.data and len(data) == max_bytes and type(data) is bytes:
-            # A read of exactly one chunk becomes its payload as it is, without a copy.
-            self._cut(data)
-            if self._stopping:
-                self._finish()
-            return
         view = memoryview(data)
         while view:
             room = max_bytes - len(pending.data)
             if whole and len(view) > room and not pending.data:
                 room = len(view)  # a single record larger than max_bytes stays whole
-            pending.data += view[:room]
-            view = view[room:]
-            if len(pending.data) >= max_bytes:
-                self._cut()
+            if not pending.data and len(view) >= room:
+                # A whole chunk within this read: cut straight from it, not through the pending
+                # buffer (one copy fewer; none when the read is exactly one chunk of bytes).
+                exact = len(view) == len(data) == room and type(data) is bytes
+                self._cut(data if exact else bytes(view[:room]))
                 self._start_pending(now)
+            else:
+                pending.data += view[:room]
+                if len(pending.data) >= max_bytes:
+                    self._cut()
+                    self._start_pending(now)
+            view = view[room:]
         if pending.data and self._cut_timer is None and self._loop is not None:
             self._cut_timer = self._loop.call_later(self._seconds_to_cut(now), self._on_cut_timer)
         if self._stopping:
@@ -400,15 +401,14 @@ class StreamReader:
         while not self._finished and time.monotonic() < end:
             await asyncio.sleep(min(_TICK_SECONDS, end - time.monotonic()))
 
-    def _cut(self, whole_read: bytes | None = None) -> None:
-        """Turns the pending bytes, or a read that is one whole chunk, into the next chunk."""
+    def _cut(self, payload: bytes | None = None) -> None:
+        """Turns the pending bytes into the next chunk (or `payload`, a whole chunk taken
+        straight from a read while nothing is pending)."""
         pending = self._pending
-        if whole_read is not None:
-            payload = whole_read
-        elif pending.data:
+        if payload is None:
+            if not pending.data:
+                return
             payload = bytes(pending.data)
-        else:
-            return
         chunk = make_chunk(
             self.stream_id,
             self._session,
