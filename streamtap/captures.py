@@ -1,9 +1,9 @@
 """Reading a finished capture back: verify it and reassemble streams from it.
 
-A capture location is a Parquet directory (`./capture`) or a Kafka topic
-(`kafka://host:port[,host:port]/topic`). `verify` proves that every stream in it is complete: seq
-numbers contiguous from 0, every chunk starting where the previous one ended, and every checksum
-right, except at chunks marked as discontinuities, where bytes may be missing (never repeated).
+A capture location is whatever a sink plug-in reads back (`streamtap.plugins`): a Parquet
+directory (`./capture`), a Kafka topic (`kafka://host:port[,host:port]/topic`), ... `verify`
+proves that every stream in it is complete: seq numbers contiguous from 0, every chunk starting
+where the previous one ended, and every checksum right, except at chunks marked as discontinuities, where bytes may be missing (never repeated).
 A chunk delivered twice with the same key and the same bytes is a redelivery (at-least-once
 sinks retry) and is dropped; the same key with different bytes is an error.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
-from urllib.parse import urlparse
 
 from streamtap.chunk import Chunk
+from streamtap.plugins import PLUGINS
 
 __all__ = ["StreamReport", "read_capture", "verify", "reassemble", "parse_time"]
 
@@ -24,23 +24,9 @@ _MAX_LISTED_PROBLEMS = 20
 
 
 def read_capture(location: str, stream_id: str | None = None) -> Iterable[Chunk]:
-    """Every chunk stored at `location` (any order), optionally of one stream only."""
-    if location.startswith("kafka://"):
-        from streamtap.io.kafka import read_kafka_chunks
-
-        parsed = urlparse(location)
-        topic = parsed.path.strip("/")
-        if not parsed.netloc or not topic:
-            raise ValueError(f"{location!r}: expected kafka://host:port[,host:port]/topic")
-        return read_kafka_chunks(parsed.netloc, topic, stream_id=stream_id)
-    if "://" in location:
-        raise ValueError(
-            f"{location!r}: unsupported capture location; use a local directory or "
-            "kafka://host:port/topic"
-        )
-    from streamtap.io.parquet import read_parquet_chunks
-
-    return read_parquet_chunks(location, stream_id)
+    """Every chunk stored at `location` (any order), optionally of one stream only, read back by
+    the sink plug-in that owns the location's URI scheme."""
+    return PLUGINS.read_capture(location, stream_id)
 
 
 @dataclass

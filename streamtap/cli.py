@@ -74,13 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    locations = _location_help()
     verify = commands.add_parser("verify", help="prove a capture has no unmarked gap")
-    verify.add_argument("location", help="capture directory or kafka://host:port/topic")
+    verify.add_argument("location", help=locations)
     verify.add_argument("--stream", help="only this stream id")
     verify.set_defaults(handler=_verify)
 
     reassemble = commands.add_parser("reassemble", help="write one stream's bytes to a file")
-    reassemble.add_argument("location", help="capture directory or kafka://host:port/topic")
+    reassemble.add_argument("location", help=locations)
     reassemble.add_argument("--stream", required=True, help="stream id")
     reassemble.add_argument("--output", required=True, help="file to write ('-' for stdout)")
     reassemble.add_argument("--start", help="ISO 8601 time: only chunks from this event time on")
@@ -90,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     services = commands.add_parser("services", help="start/stop real local services")
     _add_services(services)
 
+    reference = commands.add_parser(
+        "config-reference", help="print the config reference (Markdown) of the installed plug-ins"
+    )
+    reference.set_defaults(handler=_config_reference)
+
     demo = commands.add_parser("demo", help="capture built-in demo streams, then verify")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
     demo.add_argument("--output", default="./capture", help="capture directory (default ./capture)")
@@ -97,8 +103,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _location_help() -> str:
+    from streamtap.plugins import PLUGINS
+
+    schemes = PLUGINS.location_schemes()
+    return "capture location: " + ", ".join(
+        f"{scheme}://... ({sink.type_name} sink)" if scheme else f"a directory ({sink.type_name} sink)"
+        for scheme, sink in schemes.items()
+    )
+
+
+def _config_reference(args, extra) -> int:
+    from streamtap.config.reference import config_reference
+    from streamtap.plugins import PLUGINS
+
+    print(config_reference(PLUGINS))
+    return EXIT_OK
+
+
 def _load(path: str):
-    from streamtap.config import ConfigError, load_config
+    from streamtap.errors import ConfigError
+    from streamtap.plugins import load_config
 
     try:
         return load_config(path)
@@ -109,7 +134,7 @@ def _load(path: str):
 
 def _preflight(config) -> list[str]:
     """Every sink's preflight problems; reachability problems stay `Unreachable`."""
-    from streamtap.config import Unreachable
+    from streamtap.errors import Unreachable
 
     errors = []
     for index, sink in enumerate(config.sinks):
@@ -132,12 +157,12 @@ def _validate(args, extra) -> int:
 
 
 def _run(args, extra) -> int:
-    from streamtap.pipelines.run import RunError, run_capture
+    from streamtap.errors import RunError, Unreachable
+    from streamtap.pipelines.run import run_capture
 
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
-    from streamtap.config import Unreachable
 
     problems = _preflight(config)
     errors = [p for p in problems if not isinstance(p, Unreachable)]
@@ -218,7 +243,7 @@ def _add_services(parser: argparse.ArgumentParser) -> None:
 
 
 def _service(args, extra) -> int:
-    from streamtap.services.process import ServiceError
+    from streamtap.errors import ServiceError
 
     options = {
         key: value
@@ -249,7 +274,7 @@ def _service(args, extra) -> int:
 
 def _demo(args, extra) -> int:
     from streamtap.demo import run_demo
-    from streamtap.pipelines.run import RunError
+    from streamtap.errors import RunError
 
     try:
         return run_demo(args.output, args.duration, extra, sys.stderr)

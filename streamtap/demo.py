@@ -13,7 +13,7 @@ import time
 from typing import TextIO
 
 from streamtap.captures import read_capture, verify
-from streamtap.config import parse_config
+from streamtap.plugins import parse_config
 from streamtap.pipelines.run import run_capture
 
 __all__ = ["run_demo", "DeviceServer"]

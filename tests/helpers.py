@@ -16,7 +16,7 @@ from typing import Callable
 import yaml
 
 from streamtap.captures import read_capture, reassemble, verify
-from streamtap.config import parse_config
+from streamtap.plugins import parse_config
 from streamtap.pipelines.run import run_capture
 
 STREAMTAP = [sys.executable, "-m", "streamtap.cli"]

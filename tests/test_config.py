@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from streamtap.config import ConfigError, load_config, parse_config
-from streamtap.io.http import HttpSource
-from streamtap.io.tcp import TcpSource
+from streamtap.errors import ConfigError
+from streamtap.plugins import load_config, parse_config
+from streamtap.io.sources.http import HttpSource
+from streamtap.io.sources.tcp import TcpSource
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
 

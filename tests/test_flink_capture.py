@@ -17,11 +17,12 @@ import time
 import psutil
 import pytest
 
-from streamtap.config import parse_config
-from streamtap.io.parquet import capture_files
-from streamtap.io.synthetic import SyntheticSource, synthetic_bytes
+from streamtap.plugins import parse_config
+from streamtap.io.sinks.parquet.sink import capture_files
+from streamtap.io.sources.synthetic import SyntheticSource, synthetic_bytes
 from streamtap.pipelines.flink import flink_defaults
-from streamtap.pipelines.run import RunError, run_capture
+from streamtap.errors import RunError
+from streamtap.pipelines.run import run_capture
 from tests.fixtures.flink import taskmanager_of_job
 from tests.helpers import (
     CaptureProcess,

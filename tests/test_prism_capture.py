@@ -13,9 +13,9 @@ import time
 
 import apache_beam as beam
 
-from streamtap.config import parse_config
-from streamtap.io.parquet import capture_files
-from streamtap.io.synthetic import SyntheticSource, synthetic_bytes
+from streamtap.plugins import parse_config
+from streamtap.io.sinks.parquet.sink import capture_files
+from streamtap.io.sources.synthetic import SyntheticSource, synthetic_bytes
 from streamtap.pipelines.capture import build_capture
 from tests.helpers import (
     CaptureProcess,

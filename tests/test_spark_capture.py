@@ -14,10 +14,11 @@ import os
 
 import pytest
 
-from streamtap.config import parse_config
+from streamtap.plugins import parse_config
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from streamtap.pipelines.run import RunError, run_capture
+from streamtap.errors import RunError
+from streamtap.pipelines.run import run_capture
 from streamtap.pipelines.spark import check_spark_bounded, spark_defaults
 from tests.fixtures.spark import spark, spark_env  # noqa: F401  (fixtures)
 from tests.helpers import (

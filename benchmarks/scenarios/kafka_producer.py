@@ -44,7 +44,7 @@ def _generate(_, records: int, size: int):
 
 
 def streamtap_sink(bootstrap: str, topic: str, records: int, size: int) -> dict:
-    from streamtap.io.kafka import WriteToKafka
+    from streamtap.io.sinks.kafka.sink import WriteToKafka
 
     _FIRST.clear()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -63,7 +63,7 @@ def streamtap_sink(bootstrap: str, topic: str, records: int, size: int) -> dict:
 
 
 def streamtap_end_to_end(bootstrap: str, topic: str, records: int, size: int) -> dict:
-    from streamtap.config import parse_config
+    from streamtap.plugins import parse_config
     from streamtap.pipelines.run import run_capture
 
     from benchmarks.scenarios.parquet_tcp import _start_feeder

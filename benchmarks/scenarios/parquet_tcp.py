@@ -61,7 +61,7 @@ def pyarrow_baseline(payloads: list[bytes], file_bytes: int, compression: str, d
                      conventional: bool = False) -> dict:
     """pyarrow alone (see the module doc). conventional: tables by pa.Table.from_pydict (payloads
     copied into one contiguous column) and pyarrow's default writer options."""
-    from streamtap.io.parquet import _BATCH_BYTES, SCHEMA, WRITE_OPTIONS
+    from streamtap.io.sinks.parquet.sink import _BATCH_BYTES, SCHEMA, WRITE_OPTIONS
 
     directory.mkdir(parents=True, exist_ok=True)
     chunk = len(payloads[0])
@@ -175,7 +175,7 @@ def _start_feeder(total: int) -> tuple[subprocess.Popen, int]:
 
 
 def streamtap_capture(cfg: dict, directory: Path, profile_to: Path | None = None) -> dict:
-    from streamtap.config import parse_config
+    from streamtap.plugins import parse_config
     from streamtap.pipelines.run import run_capture
 
     total = cfg["total_bytes"]
@@ -245,7 +245,7 @@ def decomposition(cfg: dict, directory: Path) -> dict:
     """Where the time goes, without the socket: generated chunks (one bundle) through (i) Beam's
     window + GroupByKey only, (ii) streamtap's Parquet sink as Parquet-only captures use it (files
     per bundle, no shuffle), (iii) the sink with files: per_window (GroupByKey + files)."""
-    from streamtap.io.parquet import WriteToParquet
+    from streamtap.io.sinks.parquet.sink import WriteToParquet
 
     total, chunk = cfg["total_bytes"], cfg["chunk_bytes"]
     out = {}

@@ -12,20 +12,9 @@ from __future__ import annotations
 import abc
 from typing import Mapping, Protocol
 
+from streamtap.errors import PermanentSourceError, SourceError
 
-class SourceError(Exception):
-    """A session failed for a reason worth telling the user (bad status, malformed framing).
-
-    The message names the problem and, where there is one, what to do. The runtime logs it,
-    counts it in the stream's errors and reconnects with backoff.
-    """
-
-
-class PermanentSourceError(SourceError):
-    """A failure that retrying cannot fix (a file that does not exist, a bad URL scheme).
-
-    The runtime still retries (slowly: the file may appear), but reports it as an error every time.
-    """
+__all__ = ["ByteSink", "Connector", "PermanentSourceError", "SourceError"]
 
 
 class ByteSink(Protocol):

@@ -30,7 +30,8 @@ from typing import Mapping, NamedTuple
 
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, SourceConfig
-from streamtap.io.connector import Connector, PermanentSourceError, SourceError
+from streamtap.errors import PermanentSourceError, SourceError
+from streamtap.io.connector import Connector
 
 __all__ = ["StreamPosition", "StreamReader", "StreamStats", "clear_stop", "hub", "request_stop"]
 

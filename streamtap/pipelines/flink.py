@@ -82,7 +82,7 @@ def flink_defaults(beam_args: Sequence[str]) -> list[str]:
     options = PipelineOptions(args)
     if not is_flink_runner(options.view_as(StandardOptions).runner):
         return args
-    from streamtap.pipelines.run import RunError
+    from streamtap.errors import RunError
     from streamtap.services.flink import (
         FLINK_MINOR_VERSION,
         JAVA17_OPTS,
@@ -90,7 +90,7 @@ def flink_defaults(beam_args: Sequence[str]) -> list[str]:
         running_job_endpoint,
         running_worker_pool,
     )
-    from streamtap.services.process import ServiceError
+    from streamtap.errors import ServiceError
 
     flink = options.view_as(FlinkRunnerOptions)
     portable = options.view_as(PortableOptions)

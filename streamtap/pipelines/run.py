@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineState
 
 from streamtap.config import PipelineConfig
+from streamtap.errors import RunError
 from streamtap.io.runtime import clear_stop, request_stop
 from streamtap.pipelines.capture import build_capture, resume_positions
 from streamtap.pipelines.flink import flink_defaults, watch_flink_job
@@ -37,10 +38,6 @@ _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_RUNNER = "PrismRunner"
 _PRISM_RUNNERS = ("PrismRunner", "DirectRunner")
-
-
-class RunError(RuntimeError):
-    """The capture could not be started; the message says what to do."""
 
 
 def find_prism() -> str | None:

@@ -62,8 +62,8 @@ def spark_defaults(beam_args: Sequence[str]) -> list[str]:
     options = PipelineOptions(args)
     if not is_spark_runner(options.view_as(StandardOptions).runner):
         return args
-    from streamtap.pipelines.run import RunError
-    from streamtap.services.process import ServiceError
+    from streamtap.errors import RunError
+    from streamtap.errors import ServiceError
     from streamtap.services.spark import (
         SPARK_JAVA17_OPTS,
         driver_properties,
@@ -147,7 +147,7 @@ def check_spark_bounded(options: PipelineOptions, bounded: bool) -> None:
     """
     if bounded or not is_spark_runner(options.view_as(StandardOptions).runner):
         return
-    from streamtap.pipelines.run import RunError
+    from streamtap.errors import RunError
 
     raise RunError(
         "the SparkRunner runs bounded captures only: give --duration SECONDS, or max_bytes on "

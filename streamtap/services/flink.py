@@ -72,7 +72,7 @@ from pathlib import Path
 import yaml
 
 from streamtap.services import process
-from streamtap.services.process import ServiceError
+from streamtap.errors import ServiceError
 
 __all__ = [
     "FlinkService",

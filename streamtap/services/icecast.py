@@ -43,7 +43,7 @@ from typing import Sequence
 from xml.sax.saxutils import escape
 
 from streamtap.services import process
-from streamtap.services.process import ServiceError
+from streamtap.errors import ServiceError
 
 __all__ = ["IcecastService"]
 

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from streamtap.services import process
-from streamtap.services.process import ServiceError
+from streamtap.errors import ServiceError
 
 __all__ = ["KAFKA_VERSION", "KafkaService"]
 

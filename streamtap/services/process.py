@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from streamtap.errors import ServiceError
+
 __all__ = [
-    "ServiceError",
     "cache_dir",
     "state_dir",
     "free_port",
@@ -26,10 +27,6 @@ __all__ = [
     "daemon_pid",
     "stop_daemon",
 ]
-
-
-class ServiceError(RuntimeError):
-    """A service could not be started or reached; the message says why and where its log is."""
 
 
 def cache_dir() -> Path:

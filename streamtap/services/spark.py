@@ -81,7 +81,7 @@ from streamtap.services.flink import (
     _last_lines,
     _wrap_manifest_line,
 )
-from streamtap.services.process import ServiceError
+from streamtap.errors import ServiceError
 
 __all__ = [
     "SparkService",

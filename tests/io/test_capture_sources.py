@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from streamtap.io.synthetic import SyntheticSource, synthetic_bytes
+from streamtap.io.sources.synthetic import SyntheticSource, synthetic_bytes
 from tests.helpers import (
     TcpFeeder,
     assert_verified,

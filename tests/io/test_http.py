@@ -24,8 +24,8 @@ from tests.io.http_servers import (
     write_slowly,
 )
 
-from streamtap.io.connector import SourceError
-from streamtap.io.http import HttpSource, _stream_title
+from streamtap.errors import SourceError
+from streamtap.io.sources.http import HttpSource, _stream_title
 
 RUN_LIMIT = 20.0  # seconds any one session may take before the test fails
 

@@ -14,7 +14,7 @@ from apache_beam.transforms import window
 
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, PipelineConfig
-from streamtap.io.kafka import KafkaSink, WriteToKafka, chunk_headers, read_kafka_chunks
+from streamtap.io.sinks.kafka.sink import KafkaSink, WriteToKafka, chunk_headers, read_kafka_chunks
 from streamtap.services.process import free_port
 from tests.fixtures.kafka import create_topic, unique_topic
 
@@ -297,17 +297,17 @@ def test_rejected_record_fails_the_bundle_with_the_reason(kafka):
 
 
 def test_brokers_down_at_start_then_back(kafka, caplog, monkeypatch):
-    import streamtap.io.kafka
+    import streamtap.io.sinks.kafka.sink
 
     # Give up each connection attempt after 1.5 s (10 s in production) so that the writer
     # reports the outage before the broker is back.
-    monkeypatch.setattr(streamtap.io.kafka, "_CONNECT_ATTEMPT_MS", 1500)
+    monkeypatch.setattr(streamtap.io.sinks.kafka.sink, "_CONNECT_ATTEMPT_MS", 1500)
     topic = create_topic(kafka.bootstrap_servers, unique_topic())
     kafka.stop_all_brokers()
     restarter = threading.Timer(4.0, kafka.start_all_brokers)
     restarter.start()
     try:
-        with caplog.at_level("ERROR", logger="streamtap.io.kafka"):
+        with caplog.at_level("ERROR", logger="streamtap.io.sinks.kafka.sink"):
             write(kafka.bootstrap_servers, topic, 12)
     finally:
         restarter.join()
@@ -317,11 +317,11 @@ def test_brokers_down_at_start_then_back(kafka, caplog, monkeypatch):
 
 
 def test_all_brokers_down_mid_write_then_back(kafka, caplog, monkeypatch):
-    import streamtap.io.kafka
+    import streamtap.io.sinks.kafka.sink
 
     # Fail undelivered records after 3 s instead of 120 s, so the writer's resend loop runs.
-    monkeypatch.setattr(streamtap.io.kafka, "_REQUEST_TIMEOUT_MS", 2000)
-    monkeypatch.setattr(streamtap.io.kafka, "_DELIVERY_TIMEOUT_MS", 3000)
+    monkeypatch.setattr(streamtap.io.sinks.kafka.sink, "_REQUEST_TIMEOUT_MS", 2000)
+    monkeypatch.setattr(streamtap.io.sinks.kafka.sink, "_DELIVERY_TIMEOUT_MS", 3000)
     topic = create_topic(kafka.bootstrap_servers, unique_topic())
     restarter = threading.Timer(5.0, kafka.start_all_brokers)
 
@@ -330,7 +330,7 @@ def test_all_brokers_down_mid_write_then_back(kafka, caplog, monkeypatch):
         restarter.start()
 
     try:
-        with caplog.at_level("ERROR", logger="streamtap.io.kafka"):
+        with caplog.at_level("ERROR", logger="streamtap.io.sinks.kafka.sink"):
             write(kafka.bootstrap_servers, topic, 40, throttle=0.02, hooks={15: crash})
     finally:
         restarter.join()
@@ -379,7 +379,7 @@ def partition_leaders(bootstrap_servers: str, topic: str) -> list[int]:
 def test_example_config_loads(monkeypatch):
     from pathlib import Path
 
-    from streamtap.config import load_config
+    from streamtap.plugins import load_config
     from streamtap.io import registry
 
     monkeypatch.setitem(registry.SINKS, "kafka", KafkaSink)  # in case it is not registered yet

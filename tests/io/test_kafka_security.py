@@ -32,8 +32,9 @@ import pytest
 import yaml
 
 from streamtap.chunk import Chunk, make_chunk
-from streamtap.config import Unreachable, parse_config
-from streamtap.io.kafka import KafkaSink, WriteToKafka, check_topic, read_kafka_chunks
+from streamtap.errors import Unreachable
+from streamtap.plugins import parse_config
+from streamtap.io.sinks.kafka.sink import KafkaSink, WriteToKafka, check_topic, read_kafka_chunks
 from streamtap.services.kafka import KafkaService
 from tests.fixtures.kafka import free_port_block, unique_topic
 from tests.helpers import STREAMTAP

@@ -20,9 +20,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from streamtap.captures import read_capture, reassemble, verify
 from streamtap.chunk import make_chunk
-from streamtap.io.parquet import _WriteBundleFilesFn, capture_end, capture_files
-from streamtap.io.parquet_format import chunk_columns
-from streamtap.io.writer_processes import WriterProcesses, WriterProcessError
+from streamtap.io.sinks.parquet.sink import _WriteBundleFilesFn, capture_end, capture_files
+from streamtap.io.sinks.parquet.format import chunk_columns
+from streamtap.io.sinks.parquet.writer_processes import WriterProcesses, WriterProcessError
 from tests.helpers import TcpFeeder, assert_verified, capture, chunks_of, stream_bytes
 
 
@@ -311,7 +311,7 @@ def _helpers() -> list[psutil.Process]:
     """The writer helper processes of this (test) process."""
     return [
         p for p in psutil.Process().children(recursive=True)
-        if "streamtap.io.writer_processes" in " ".join(p.cmdline())
+        if "streamtap.io.sinks.parquet.writer_processes" in " ".join(p.cmdline())
     ]
 
 

@@ -4,9 +4,9 @@ import os
 import time
 
 from streamtap.config import ChunkSettings
-from streamtap.io.files import FileSource
+from streamtap.io.sources.files import FileSource
 from streamtap.io.runtime import StreamPosition, StreamReader, hub
-from streamtap.io.tcp import TcpSource
+from streamtap.io.sources.tcp import TcpSource
 
 
 def _reader(max_bytes=10, max_seconds=60.0, position=StreamPosition(), **source):

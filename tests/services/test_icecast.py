@@ -12,7 +12,8 @@ import pytest
 
 from streamtap.services import process
 from streamtap.services.icecast import IcecastService
-from streamtap.services.process import ServiceError, free_port
+from streamtap.errors import ServiceError
+from streamtap.services.process import free_port
 
 # Harmless if tests/conftest.py registers the plugin too: pytest imports a plugin name once.
 pytest_plugins = ["tests.fixtures.icecast"]

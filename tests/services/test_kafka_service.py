@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streamtap.services.kafka import KafkaService
-from streamtap.services.process import ServiceError
+from streamtap.errors import ServiceError
 from tests.fixtures.kafka import free_port_block
 
 

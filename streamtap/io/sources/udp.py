@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from streamtap.config import SourceConfig, doc
 from streamtap.io.connector import ByteSink, Connector
-from streamtap.io.tcp import parse_address
+from streamtap.io.sources.tcp import parse_address
 
 __all__ = ["UdpSource"]
 

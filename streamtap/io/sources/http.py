@@ -26,7 +26,8 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from streamtap.config import SourceConfig, doc
-from streamtap.io.connector import ByteSink, Connector, PermanentSourceError, SourceError
+from streamtap.io.connector import ByteSink, Connector
+from streamtap.errors import PermanentSourceError, SourceError
 
 __all__ = ["HttpSource"]
 

@@ -25,7 +25,7 @@ import threading
 from concurrent.futures import Future
 from typing import BinaryIO
 
-from streamtap.io.parquet_format import Columns, encode_file, temporary_name, unlink_quietly
+from streamtap.io.sinks.parquet.format import Columns, encode_file, temporary_name, unlink_quietly
 
 __all__ = ["WriterProcesses", "WriterProcessError", "FileJob"]
 
@@ -82,7 +82,7 @@ class WriterProcesses:
                     except OSError as error:
                         future.set_exception(WriterProcessError(
                             f"cannot start a Parquet writer process ({sys.executable} -m "
-                            f"streamtap.io.writer_processes): {error}"
+                            f"streamtap.io.sinks.parquet.writer_processes): {error}"
                         ))
                         process = None
                         continue
@@ -109,7 +109,7 @@ class WriterProcesses:
 
 def _start_helper() -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "streamtap.io.writer_processes"],
+        [sys.executable, "-m", "streamtap.io.sinks.parquet.writer_processes"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         bufsize=1024 * 1024,

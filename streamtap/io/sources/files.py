@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from streamtap.config import SourceConfig, doc
-from streamtap.io.connector import ByteSink, Connector, SourceError
+from streamtap.io.connector import ByteSink, Connector
+from streamtap.errors import SourceError
 
 __all__ = ["FileSource"]
 

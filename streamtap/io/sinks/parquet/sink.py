@@ -49,7 +49,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, doc
-from streamtap.io.parquet_format import (
+from streamtap.io.sinks.parquet.format import (
     SCHEMA,
     WRITE_OPTIONS,
     chunk_columns,
@@ -59,7 +59,7 @@ from streamtap.io.parquet_format import (
     temporary_name,
     unlink_quietly,
 )
-from streamtap.io.writer_processes import FileJob, WriterProcesses
+from streamtap.io.sinks.parquet.writer_processes import FileJob, WriterProcesses
 
 __all__ = ["ParquetSink", "WriteToParquet", "SCHEMA", "read_parquet_chunks"]
 
@@ -92,6 +92,7 @@ _WRITER_PROCESSES = 2
 @dataclass(kw_only=True)
 class ParquetSink(SinkConfig):
     type_name: ClassVar[str] = "parquet"
+    location_schemes: ClassVar[tuple[str, ...]] = ("",)
 
     path: str = doc("Directory the capture is written to (created if missing).", "")
     compression: str = doc(
@@ -149,6 +150,10 @@ class ParquetSink(SinkConfig):
 
     def wants_whole_windows(self) -> bool:
         return self.files == "auto"
+
+    @classmethod
+    def read_location(cls, location: str, stream_id: str | None = None) -> Iterable[Chunk]:
+        return read_parquet_chunks(location, stream_id)
 
     def transform(self, config: PipelineConfig) -> beam.PTransform:
         return WriteToParquet(

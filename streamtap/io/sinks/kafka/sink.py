@@ -22,12 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from streamtap.chunk import Chunk
-from streamtap.config import PipelineConfig, SinkConfig, Unreachable, doc
+from streamtap.config import PipelineConfig, SinkConfig, doc
+from streamtap.errors import Unreachable
 
 __all__ = ["KafkaSink", "WriteToKafka", "read_kafka_chunks"]
 
@@ -125,6 +127,7 @@ class KafkaSink(SinkConfig):
     """`type: kafka`: writes every chunk as one record to a Kafka topic (acks=all, idempotent)."""
 
     type_name: ClassVar[str] = "kafka"
+    location_schemes: ClassVar[tuple[str, ...]] = ("kafka",)
     # Seconds preflight waits for the brokers to answer.
     preflight_timeout: ClassVar[float] = 10.0
 
@@ -238,6 +241,15 @@ class KafkaSink(SinkConfig):
             timeout=self.preflight_timeout,
             **self._security(),
         )
+
+    @classmethod
+    def read_location(cls, location: str, stream_id: str | None = None) -> Iterator[Chunk]:
+        """Reads `kafka://host:port[,host:port]/topic`."""
+        parsed = urlparse(location)
+        topic = parsed.path.strip("/")
+        if not parsed.netloc or not topic:
+            raise ValueError(f"{location!r}: expected kafka://host:port[,host:port]/topic")
+        return read_kafka_chunks(parsed.netloc, topic, stream_id=stream_id)
 
     def transform(self, config: PipelineConfig) -> WriteToKafka:
         return WriteToKafka(

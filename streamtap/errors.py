@@ -1,0 +1,56 @@
+"""Every error type of streamtap, in one leaf module (it imports nothing of ours).
+
+Each says what went wrong and what to do; the CLI prints the message and never a traceback for a
+user's own mistake.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "Unreachable",
+    "SourceError",
+    "PermanentSourceError",
+    "RunError",
+    "ServiceError",
+]
+
+
+class ConfigError(ValueError):
+    """The config has one or more problems; `errors` lists each with its key path."""
+
+    def __init__(self, errors: list[str], source: str = "config"):
+        self.errors = errors
+        lines = "\n".join(f"  - {error}" for error in errors)
+        super().__init__(f"{source} has {len(errors)} problem(s):\n{lines}")
+
+
+class Unreachable(str):
+    """A preflight problem that is only about reaching a service right now.
+
+    `streamtap validate` reports it as an error; `streamtap run` warns and starts anyway, because
+    the sink keeps retrying and the capture goes on when the service returns.
+    """
+
+
+class SourceError(Exception):
+    """A session failed for a reason worth telling the user (bad status, malformed framing).
+
+    The message names the problem and, where there is one, what to do. The runtime logs it,
+    counts it in the stream's errors and reconnects with backoff.
+    """
+
+
+class PermanentSourceError(SourceError):
+    """A failure that retrying cannot fix (a file that does not exist, a bad URL scheme).
+
+    The runtime still retries (slowly: the file may appear), but reports it as an error every time.
+    """
+
+
+class RunError(RuntimeError):
+    """The capture could not be started; the message says what to do."""
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or reached; the message says why and where its log is."""

@@ -1,0 +1,1 @@
+"""The Parquet sink: files per window and stream on local disk."""
