@@ -32,17 +32,17 @@ class FileSource(SourceConfig):
         "end.",
         False,
     )
-    start_offset: int = doc("Regular files: byte offset the capture starts at.", 0)
-    poll_interval: float = doc("Seconds between checks for appended data when following.", 0.2)
+    start_offset: int = doc(
+        "Regular files: byte offset the capture starts at.", 0, min=0, max=2**62
+    )
+    poll_interval: float = doc(
+        "Seconds between checks for appended data when following.", 0.2, min=0.001, max=3600
+    )
 
     def validate(self, path: str) -> list[str]:
         errors = super().validate(path)
         if not self.path:
             errors.append(f"{path}.path: required: the file, FIFO or device to read")
-        if self.start_offset < 0:
-            errors.append(f"{path}.start_offset: must be >= 0, got {self.start_offset}")
-        if self.poll_interval <= 0:
-            errors.append(f"{path}.poll_interval: must be > 0 seconds")
         return errors
 
     def connector(self) -> Connector:

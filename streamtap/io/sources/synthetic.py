@@ -29,8 +29,8 @@ class SyntheticSource(SourceConfig):
     kind: str = doc("'sensor' (slow wave plus noise) or 'tone' (a sine wave, PCM audio).", "sensor")
     rate: float = doc("Samples per second.", 1000.0)
     sample_format: str = doc("Little-endian sample type: int16, int32, float32 or float64.", "float32")
-    frequency: float = doc("Tone frequency in Hz (kind: tone).", 440.0)
-    seed: int = doc("Seed of the sensor noise.", 0)
+    frequency: float = doc("Tone frequency in Hz (kind: tone).", 440.0, min=0, max=10_000_000)
+    seed: int = doc("Seed of the sensor noise.", 0, min=0, max=2**32 - 1)
 
     def validate(self, path: str) -> list[str]:
         errors = super().validate(path)

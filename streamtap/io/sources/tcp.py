@@ -47,19 +47,18 @@ class TcpSource(SourceConfig):
     type_name: ClassVar[str] = "tcp"
 
     address: str = doc("host:port of the server to connect to.", "")
-    connect_timeout: float = doc("Seconds to wait for the connection to open.", 10.0)
+    connect_timeout: float = doc(
+        "Seconds to wait for the connection to open.", 10.0, min=0.001, max=3600
+    )
     read_timeout: float | None = doc(
         "Seconds without a byte before the connection is treated as dead; none waits forever.",
         None,
+        min=0.001,
+        max=86400,
     )
 
     def validate(self, path: str) -> list[str]:
-        errors = super().validate(path) + _validate_address(self.address, path)
-        if self.connect_timeout <= 0:
-            errors.append(f"{path}.connect_timeout: must be > 0 seconds")
-        if self.read_timeout is not None and self.read_timeout <= 0:
-            errors.append(f"{path}.read_timeout: must be > 0 seconds")
-        return errors
+        return super().validate(path) + _validate_address(self.address, path)
 
     def connector(self) -> Connector:
         return _TcpConnector(self)
@@ -145,14 +144,14 @@ class TcpListenSource(SourceConfig):
 
     address: str = doc("host:port to listen on (use 127.0.0.1 or a specific interface).", "")
     read_timeout: float | None = doc(
-        "Seconds without a byte before a connection is dropped; none waits forever.", None
+        "Seconds without a byte before a connection is dropped; none waits forever.",
+        None,
+        min=0.001,
+        max=86400,
     )
 
     def validate(self, path: str) -> list[str]:
-        errors = super().validate(path) + _validate_address(self.address, path)
-        if self.read_timeout is not None and self.read_timeout <= 0:
-            errors.append(f"{path}.read_timeout: must be > 0 seconds")
-        return errors
+        return super().validate(path) + _validate_address(self.address, path)
 
     def connector(self) -> Connector:
         return _TcpListenConnector(self)

@@ -25,7 +25,10 @@ class UdpSource(SourceConfig):
 
     address: str = doc("host:port to receive datagrams on.", "")
     receive_buffer_bytes: int = doc(
-        "Kernel receive buffer (SO_RCVBUF); larger rides out bursts without drops.", 4 * 1024 * 1024
+        "Kernel receive buffer (SO_RCVBUF); larger rides out bursts without drops.",
+        4 * 1024 * 1024,
+        min=1,
+        max=2**31 - 1,
     )
 
     def validate(self, path: str) -> list[str]:
@@ -34,8 +37,6 @@ class UdpSource(SourceConfig):
             parse_address(self.address)
         except ValueError as error:
             errors.append(f"{path}.address: {error}")
-        if self.receive_buffer_bytes <= 0:
-            errors.append(f"{path}.receive_buffer_bytes: must be > 0")
         return errors
 
     def connector(self) -> Connector:
