@@ -6,8 +6,8 @@ resumes after a checkpoint is explicit state, not a counter buried in a loop. Th
 schedules, checkpoints and spreads groups over workers; per-group rather than per-stream
 bookkeeping is what lets one process hold a thousand streams (the runner's and the SDK's cost per
 element and per poll was most of the CPU at 1,000 single-stream elements). `process()` never
-waits for the network: it emits the chunks the background readers (streamtap.io.runtime) have
-cut, claims each one, moves the watermark, and defers the rest of the group for a moment.
+waits for the network: it emits the chunks the background readers (streamtap.io.hub, .reader)
+have cut, claims each one, moves the watermark, and defers the rest of the group for a moment.
 
 Delivery: exactly the bytes each session received, in order, at least once. A retried bundle
 re-emits the same chunks (same key, same bytes). Bytes lost when a worker dies or a connection
@@ -30,8 +30,10 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from streamtap.chunk import Chunk
-from streamtap.config import ChunkSettings, ReadSettings, SourceConfig
-from streamtap.io.runtime import StreamPosition, StreamReader, event_micros, hub
+from streamtap.config import ChunkSettings, ReadSettings, SourceConfig, range_errors
+from streamtap.io.cutting import event_micros
+from streamtap.io.hub import hub
+from streamtap.io.reader import StreamPosition, StreamReader
 
 __all__ = ["GroupPosition", "ReadStreams", "group_streams"]
 
@@ -432,11 +434,12 @@ class ReadStreams(beam.PTransform):
         if duration is not None and duration <= 0:
             raise ValueError(f"duration must be > 0 seconds, got {duration}")
         reading = reading or ReadSettings()
-        errors = reading.validate("read")
+        chunking = chunking or ChunkSettings()
+        errors = range_errors(reading, "read") + range_errors(chunking, "chunk")
         if errors:
             raise ValueError("; ".join(errors))
         self._sources = list(sources)
-        self._chunking = chunking or ChunkSettings()
+        self._chunking = chunking
         self._reading = reading
         self._duration = duration
         self._bounded = bounded
