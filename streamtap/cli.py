@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from typing import Sequence
 
@@ -13,13 +14,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    # Before the parser is built: building it imports Beam (the plug-ins' help), which logs.
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _quiet_beam_noise()
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    logging.getLogger().setLevel(getattr(logging, args.log_level.upper()))
     if extra and args.command not in ("run", "demo"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -51,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Capture raw binary streams into Parquet, Kafka or Kinesis with Apache Beam.",
     )
     parser.add_argument(
-        "--log-level", default="warning", help="debug, info, warning or error (default warning)"
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="debug, info, warning or error (default warning)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -68,21 +74,26 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a capture. Unknown options are passed to Beam (--runner=..., ...).",
     )
     run.add_argument("config", help="pipeline YAML file")
-    run.add_argument("--duration", type=float, help="seconds to capture; default: until Ctrl-C")
     run.add_argument(
-        "--status-interval", type=float, default=10.0, help="seconds between status lines (0: off)"
+        "--duration", type=_seconds(above=0), help="seconds to capture; default: until Ctrl-C"
+    )
+    run.add_argument(
+        "--status-interval",
+        type=_seconds(above=None),
+        default=10.0,
+        help="seconds between status lines (0: off)",
     )
     run.set_defaults(handler=_run)
 
     locations = _location_help()
     verify = commands.add_parser("verify", help="prove a capture has no unmarked gap")
     verify.add_argument("location", help=locations)
-    verify.add_argument("--stream", help="only this stream id")
+    verify.add_argument("--stream", type=_stream_id, help="only this stream id")
     verify.set_defaults(handler=_verify)
 
     reassemble = commands.add_parser("reassemble", help="write one stream's bytes to a file")
     reassemble.add_argument("location", help=locations)
-    reassemble.add_argument("--stream", required=True, help="stream id")
+    reassemble.add_argument("--stream", type=_stream_id, required=True, help="stream id (exact)")
     reassemble.add_argument("--output", required=True, help="file to write ('-' for stdout)")
     reassemble.add_argument("--start", help="ISO 8601 time: only chunks from this event time on")
     reassemble.add_argument("--end", help="ISO 8601 time: only chunks before this event time")
@@ -97,10 +108,40 @@ def _parser() -> argparse.ArgumentParser:
     reference.set_defaults(handler=_config_reference)
 
     demo = commands.add_parser("demo", help="capture built-in demo streams, then verify")
-    demo.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
+    demo.add_argument(
+        "--duration", type=_seconds(above=0), default=20.0, help="seconds (default 20)"
+    )
     demo.add_argument("--output", default="./capture", help="capture directory (default ./capture)")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _seconds(above: float | None):
+    """An argparse type: a finite number of seconds, > `above` (None: >= 0)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value < 0 or (above is not None and value <= above):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give a number of seconds {'> 0' if above is not None else '>= 0'}"
+            )
+        return value
+
+    return parse
+
+
+def _stream_id(text: str) -> str:
+    """An argparse type: a stream id as configs allow it (never a pattern: '*' is no id)."""
+    from streamtap.config import STREAM_ID_PATTERN
+
+    if not STREAM_ID_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a stream id (letters, digits, '.', '_', '-'); give one exact id"
+        )
+    return text
 
 
 def _location_help() -> str:

@@ -15,6 +15,7 @@ from streamtap.config.schema import (
     SourceConfig,
     TransformConfig,
     doc,
+    range_errors,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "SourceConfig",
     "TransformConfig",
     "doc",
+    "range_errors",
 ]

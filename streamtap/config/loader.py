@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import os
 import re
 import types
@@ -20,10 +22,16 @@ from typing import Any, Mapping, Protocol
 
 import yaml
 
-from streamtap.config.schema import PipelineConfig, SinkConfig, SourceConfig, TransformConfig
+from streamtap.config.schema import (
+    PipelineConfig,
+    SinkConfig,
+    SourceConfig,
+    TransformConfig,
+    range_errors,
+)
 from streamtap.errors import ConfigError
 
-__all__ = ["ConfigTypes", "load_config", "parse_config"]
+__all__ = ["ConfigTypes", "load_config", "parse_config", "parse_yaml"]
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -39,14 +47,106 @@ def load_config(path: str | Path, plugins: ConfigTypes) -> PipelineConfig:
     """Reads and validates a YAML config file. Raises ConfigError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError([f"cannot read {path}: {error.strerror}"], str(path)) from None
+    return parse_config(parse_yaml(data, str(path)), plugins, str(path))
+
+
+def parse_yaml(data: bytes | str, source: str = "config") -> Any:
+    """YAML text -> plain data, refusing what would hang or mislead: bytes that are not UTF-8,
+    duplicate keys, nesting too deep, aliases that expand beyond any real config."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [f"{len(data):,} bytes: configs of up to {MAX_CONFIG_BYTES // 2**20} MiB are read "
+             "(~80,000 sources); split the capture into several configs"],
+            source,
+        )
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                [f"not UTF-8 text: byte {error.object[error.start]:#04x} at offset {error.start}; "
+                 "save the file as UTF-8"],
+                source,
+            ) from None
+    loader = _StrictLoader(data)
     try:
-        raw = yaml.safe_load(text)
+        raw = loader.get_single_data()
     except yaml.YAMLError as error:
-        raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
-    return parse_config(raw, plugins, str(path))
+        raise ConfigError([f"not valid YAML: {error}"], source) from None
+    except RecursionError:
+        raise ConfigError(["nested too deeply: a config is a few levels of mappings and lists"],
+                          source) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError(loader.duplicates, source)
+    budget = _VALUES_PER_CHARACTER * len(data) + 100_000
+    if _size_beyond(raw, budget):
+        raise ConfigError(
+            [f"its YAML aliases expand to more than {budget:,} values (aliases repeating "
+             "aliases, a 'billion laughs'?); write the repeated parts out or reference them once"],
+            source,
+        )
+    return raw
+
+
+# Parsing YAML takes ~1 s per MB even with the C parser; no capture needs a config this large.
+MAX_CONFIG_BYTES = 8 * 2**20
+# Without aliases a config has fewer values than characters; aliases that expand it ten times
+# over are no config's shape, but a "billion laughs" (a few lines, 9**9 values) is.
+_VALUES_PER_CHARACTER = 10
+# The C parser when PyYAML has it: a 50 MB file parsed in seconds instead of over a minute.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):
+    """Safe YAML that records duplicate keys (YAML keeps the last silently) with their line."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value
+                if key in seen:
+                    self.duplicates.append(
+                        f"line {key_node.start_mark.line + 1}: duplicate key {key!r}; "
+                        "YAML would silently keep only the last one"
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    lambda loader, node: loader.construct_mapping(node),
+)
+
+
+def _size_beyond(value: Any, budget: int) -> bool:
+    """True if `value`, with shared (aliased) parts counted every time, has over `budget` values.
+
+    Walks iteratively and stops at the budget, so a YAML alias bomb costs at most `budget` steps.
+    """
+    stack = [value]
+    count = 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > budget:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse_config(raw: Any, plugins: ConfigTypes, source: str = "config") -> PipelineConfig:
@@ -94,8 +194,7 @@ def _build(cls: type, raw: Any, path: str, errors: list[str], plugins) -> Any:
         errors.append(f"{where}: expected a mapping, got {_describe(raw)}")
         return None
     start = len(errors)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _fields(cls)
     values = {}
     for key, value in raw.items():
         key_path = _join(path, str(key))
@@ -121,10 +220,37 @@ def _build(cls: type, raw: Any, path: str, errors: list[str], plugins) -> Any:
         )
     ):
         return None
-    return cls(**values)
+    built = cls(**values)
+    errors += range_errors(built, path)
+    return built
 
 
 _INVALID = object()
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """Type hints and init fields of a config class (resolving hints is slow: once per class)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """Type hints and init fields of a config class (resolving hints is slow: once per class)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def _check_range(value: Any, spec: dataclasses.Field, path: str, errors: list[str]) -> None:
+    """The field's declared range (doc(min=, max=)); every float is finite anyway."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high = spec.metadata.get("min"), spec.metadata.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            allowed = f"between {low:g} and {high:g}"
+        else:
+            allowed = f">= {low:g}" if low is not None else f"<= {high:g}"
+        errors.append(f"{path}: must be {allowed}, got {value:g}")
 
 
 def _convert(hint: Any, value: Any, path: str, errors: list[str], plugins) -> Any:
@@ -196,7 +322,14 @@ def _scalar(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
                 return parsed
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond any float
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            errors.append(f"{path}: must be a finite number, got {value}")
+            return _INVALID
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -206,13 +339,13 @@ def _scalar(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
     return _INVALID
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(k|ki|m|mi|g|gi)?b?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+)\s*(k|ki|m|mi|g|gi)?b?\s*", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {None: 1, "k": 1000, "ki": 1024, "m": 10**6, "mi": 2**20, "g": 10**9, "gi": 2**30}
 
 
 def _parse_size(text: str) -> int | None:
     """'64KiB', '1MB', '65536' -> bytes; None if not a size."""
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     if not match:
         return None
     unit = match.group(2).lower() if match.group(2) else None

@@ -9,6 +9,7 @@ from YAML.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
@@ -25,31 +26,63 @@ __all__ = [
     "PipelineConfig",
     "STREAM_ID_PATTERN",
     "doc",
+    "range_errors",
 ]
 
 # Stream ids become file names, Kafka keys and metric names: keep them to a safe alphabet.
-STREAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # use with fullmatch
 
 
-def doc(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
-    """A dataclass field with a one-line description (shown in errors and the config reference)."""
-    metadata = {"doc": text}
-    if default is dataclasses.MISSING and "default_factory" not in kwargs:
-        return field(metadata=metadata, **kwargs)
+def doc(
+    text: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field with a one-line description (shown in errors and the config reference).
+
+    min / max: the inclusive range of a number, checked by the loader for every config, so a
+    value `validate` accepts works at run time (numbers are also always finite: no NaN or inf).
+    """
+    metadata = {"doc": text, "min": min, "max": max}
     if default is dataclasses.MISSING:
         return field(metadata=metadata, **kwargs)
     return field(default=default, metadata=metadata, **kwargs)
 
 
+def range_errors(settings: Any, path: str) -> list[str]:
+    """Values of a settings dataclass outside their declared range (doc(min=, max=))."""
+    errors = []
+    for spec in dataclasses.fields(settings):
+        value = getattr(settings, spec.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high = spec.metadata.get("min"), spec.metadata.get("max")
+        where = f"{path}.{spec.name}" if path else spec.name
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"{where}: must be a finite number, got {value}")
+        elif (low is not None and value < low) or (high is not None and value > high):
+            if low is not None and high is not None:
+                allowed = f"between {low:g} and {high:g}"
+            else:
+                allowed = f">= {low:g}" if low is not None else f"<= {high:g}"
+            errors.append(f"{where}: must be {allowed}, got {value:g}")
+    return errors
+
+
 @dataclass(kw_only=True)
 class ReconnectSettings:
-    initial_delay: float = doc("Seconds to wait before the first reconnect attempt.", 0.5)
-    max_delay: float = doc("Upper bound in seconds of the exponential backoff.", 30.0)
+    initial_delay: float = doc(
+        "Seconds to wait before the first reconnect attempt.", 0.5, min=0.001, max=3600
+    )
+    max_delay: float = doc(
+        "Upper bound in seconds of the exponential backoff.", 30.0, min=0.001, max=86400
+    )
 
     def validate(self, path: str) -> list[str]:
         errors = []
-        if self.initial_delay <= 0:
-            errors.append(f"{path}.initial_delay: must be > 0 seconds, got {self.initial_delay}")
         if self.max_delay < self.initial_delay:
             errors.append(
                 f"{path}.max_delay: must be >= initial_delay ({self.initial_delay}), "
@@ -60,20 +93,16 @@ class ReconnectSettings:
 
 @dataclass(kw_only=True)
 class ChunkSettings:
-    max_bytes: int = doc("A chunk is cut when it reaches this many bytes.", 65536)
+    max_bytes: int = doc(
+        "A chunk is cut when it reaches this many bytes.", 65536, min=1, max=64 * 1024 * 1024
+    )
     max_seconds: float = doc(
         "A chunk is cut this many seconds after its first byte arrived. In Parquet-only "
         "captures (chunks held until their window closes) also where its window ends.",
         1.0,
+        min=0.001,
+        max=3600,
     )
-
-    def validate(self, path: str) -> list[str]:
-        errors = []
-        if not 1 <= self.max_bytes <= 64 * 1024 * 1024:
-            errors.append(f"{path}.max_bytes: must be between 1 and 67108864, got {self.max_bytes}")
-        if self.max_seconds <= 0:
-            errors.append(f"{path}.max_seconds: must be > 0 seconds, got {self.max_seconds}")
-        return errors
 
 
 @dataclass(kw_only=True)
@@ -84,6 +113,8 @@ class ReadSettings:
         "Default: one group per parallel worker (--parallelism, --sdk_worker_parallelism), "
         "at most 1,000 streams each.",
         None,
+        min=1,
+        max=1_000_000,
     )
     poll_seconds: float | None = doc(
         "How often a group hands its new chunks to the runner, in seconds. Longer polls cost "
@@ -91,6 +122,8 @@ class ReadSettings:
         "(polling faster mostly finds no new chunk); 0.2 s when chunks are held until their "
         "window closes (Parquet-only captures), so windows are written soon after they close.",
         None,
+        min=0.001,
+        max=60,
     )
     per_stream_metrics: bool | None = doc(
         "Beam counters per stream (<id>.bytes, <id>.chunks, ...) besides the totals (bytes, "
@@ -99,14 +132,6 @@ class ReadSettings:
         "numbers).",
         None,
     )
-
-    def validate(self, path: str) -> list[str]:
-        errors = []
-        if self.group_size is not None and self.group_size < 1:
-            errors.append(f"{path}.group_size: must be >= 1, got {self.group_size}")
-        if self.poll_seconds is not None and not 0 < self.poll_seconds <= 60:
-            errors.append(f"{path}.poll_seconds: must be > 0 and <= 60, got {self.poll_seconds}")
-        return errors
 
 
 @dataclass(kw_only=True)
@@ -119,7 +144,10 @@ class SourceConfig:
     type: str = doc("Source type: one of the `type:` sections below.", "")
     tags: dict[str, str] = doc("User tags copied into every chunk.", default_factory=dict)
     max_bytes: int | None = doc(
-        "Stop this stream after this run captured this many bytes (bounded capture).", None
+        "Stop this stream after this run captured this many bytes (bounded capture).",
+        None,
+        min=1,
+        max=2**62,
     )
     on_eof: str | None = doc(
         "What to do when the data ends: 'stop' or 'reconnect'. Default: stop for files, "
@@ -136,14 +164,12 @@ class SourceConfig:
     def validate(self, path: str) -> list[str]:
         """Checks values; returns errors prefixed with `path`. Subclasses extend it."""
         errors = []
-        if not STREAM_ID_PATTERN.match(self.id or ""):
+        if not STREAM_ID_PATTERN.fullmatch(self.id or ""):
             errors.append(
                 f"{path}.id: {self.id!r} is not a safe stream id; use 1-128 letters, digits, "
                 "'.', '_' or '-', starting with a letter or digit (it becomes a file name and a "
                 "Kafka key)"
             )
-        if self.max_bytes is not None and self.max_bytes <= 0:
-            errors.append(f"{path}.max_bytes: must be > 0, got {self.max_bytes}")
         if self.on_eof not in (None, "stop", "reconnect"):
             errors.append(f"{path}.on_eof: must be 'stop' or 'reconnect', got {self.on_eof!r}")
         errors += self.reconnect.validate(f"{path}.reconnect")
@@ -237,7 +263,9 @@ class PipelineConfig:
         "How streams are handed to the runner (grouping, polling, metrics).",
         default_factory=ReadSettings,
     )
-    window_seconds: float = doc("Length of the fixed event-time windows sinks write.", 10.0)
+    window_seconds: float = doc(
+        "Length of the fixed event-time windows sinks write.", 10.0, min=0.01, max=86400
+    )
     resume: bool = doc(
         "Continue each stream's seq and offset from what the first sink already holds (Parquet), "
         "so repeated runs into one capture stay one verifiable capture; a regular file "
@@ -254,9 +282,7 @@ class PipelineConfig:
         return all(sink.wants_whole_windows() for sink in self.sinks)
 
     def validate(self) -> list[str]:
-        errors = self.chunk.validate("chunk") + self.read.validate("read")
-        if self.window_seconds <= 0:
-            errors.append(f"window_seconds: must be > 0, got {self.window_seconds}")
+        errors = []
         if not self.sources:
             errors.append("sources: no usable source; at least one is needed")
         if not self.sinks:
