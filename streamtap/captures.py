@@ -76,8 +76,12 @@ class StreamReport:
         )
 
 
-def verify(chunks: Iterable[Chunk]) -> dict[str, StreamReport]:
-    """Checks every stream in `chunks`; returns a report per stream id."""
+def verify(chunks: Iterable[Chunk], expected: Iterable[str] = ()) -> dict[str, StreamReport]:
+    """Checks every stream in `chunks`; returns a report per stream id.
+
+    expected: stream ids that must be there (the capture's configured streams); one with no
+    chunk at all gets a failed report instead of going unmentioned.
+    """
     infos: dict[str, dict[int, _ChunkInfo]] = {}
     reports: dict[str, StreamReport] = {}
     for chunk in chunks:
@@ -101,6 +105,10 @@ def verify(chunks: Iterable[Chunk]) -> dict[str, StreamReport]:
             )
     for stream_id, stream in infos.items():
         _check_order(reports[stream_id], [stream[seq] for seq in sorted(stream)])
+    for stream_id in expected:
+        if stream_id not in reports:
+            reports[stream_id] = StreamReport(stream_id)
+            reports[stream_id].problem("no chunk captured: the stream is configured but absent")
     return dict(sorted(reports.items()))
 
 

@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run a capture",
         description="Run a capture. Unknown options are passed to Beam (--runner=..., ...).",
+        epilog=_runner_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config", help="pipeline YAML file")
     run.add_argument(
@@ -89,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="prove a capture has no unmarked gap")
     verify.add_argument("location", help=locations)
     verify.add_argument("--stream", type=_stream_id, help="only this stream id")
+    verify.add_argument(
+        "--config",
+        help="pipeline YAML of the capture: each of its streams must be there (a stream that "
+        "captured nothing fails)",
+    )
     verify.set_defaults(handler=_verify)
 
     reassemble = commands.add_parser("reassemble", help="write one stream's bytes to a file")
@@ -142,6 +149,18 @@ def _stream_id(text: str) -> str:
             f"{text!r} is not a stream id (letters, digits, '.', '_', '-'); give one exact id"
         )
     return text
+
+
+def _runner_help() -> str:
+    from streamtap.pipelines.run import DEFAULT_RUNNER
+    from streamtap.plugins import PLUGINS
+
+    lines = [
+        f"  {runner.names[0]}{' (default)' if runner.answers_to(DEFAULT_RUNNER) else ''}: "
+        f"{runner.summary}"
+        for runner in PLUGINS.runners
+    ]
+    return "\n".join(["runners streamtap prepares (any other Beam runner runs as given):", *lines])
 
 
 def _location_help() -> str:
@@ -222,8 +241,16 @@ def _run(args, extra) -> int:
 def _verify(args, extra) -> int:
     from streamtap.captures import read_capture, verify
 
+    expected: list[str] = []
+    if args.config:
+        config = _load(args.config)
+        if config is None:
+            return EXIT_USAGE
+        expected = [source.id for source in config.sources]
+        if args.stream:
+            expected = [stream for stream in expected if stream == args.stream]
     try:
-        reports = verify(read_capture(args.location, args.stream))
+        reports = verify(read_capture(args.location, args.stream), expected)
     except (OSError, ValueError) as error:
         sys.stderr.write(f"streamtap: {error}\n")
         return EXIT_USAGE

@@ -1,0 +1,45 @@
+"""verify's view of a capture against the config that made it: every configured stream counts."""
+
+from __future__ import annotations
+
+import os
+
+from streamtap.captures import verify
+from streamtap.chunk import make_chunk
+from streamtap.cli import main
+from tests.helpers import TcpFeeder, capture, write_config
+
+
+def _stream(stream_id: str, pieces: list[bytes]):
+    offset = 0
+    for seq, payload in enumerate(pieces):
+        yield make_chunk(stream_id, "s1", seq, offset, payload, 1_800_000_000.0 + seq)
+        offset += len(payload)
+
+
+def test_a_configured_stream_with_no_chunk_fails_verify():
+    reports = verify(_stream("radio1", [b"abc", b"def"]), expected=["radio1", "radio2"])
+    assert reports["radio1"].ok and reports["radio1"].bytes == 6
+    assert not reports["radio2"].ok
+    assert reports["radio2"].problems == ["no chunk captured: the stream is configured but absent"]
+
+
+def test_verify_with_the_config_lists_the_stream_that_captured_nothing(tmp_path, capsys):
+    data = os.urandom(50_000)
+    capture_dir = tmp_path / "capture"
+    with TcpFeeder(data) as feeder:
+        config = {
+            "sources": [feeder.source("sensor1", max_bytes=len(data))],
+            "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+        }
+        capture(config)
+    # The same capture, as the config of a run where a second stream never delivered a byte.
+    config["sources"].append({"id": "sensor2", "type": "tcp", "address": "127.0.0.1:9"})
+    config_path = write_config(tmp_path / "pipeline.yaml", config)
+
+    assert main(["verify", str(capture_dir)]) == 0
+    assert main(["verify", str(capture_dir), "--config", str(config_path)]) == 1
+    out = capsys.readouterr().out
+    assert "sensor2: 0 chunks, 0 bytes" in out
+    assert "no chunk captured: the stream is configured but absent" in out
+    assert "verify: 1 of 2 stream(s) OK" in out
