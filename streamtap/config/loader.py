@@ -29,6 +29,7 @@ from streamtap.config.schema import (
     TransformConfig,
     range_errors,
 )
+from streamtap.config.units import RATE_FORMS, BytesPerSecond, parse_rate, parse_size
 from streamtap.errors import ConfigError
 
 __all__ = ["ConfigTypes", "load_config", "parse_config", "parse_yaml"]
@@ -234,25 +235,6 @@ def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
     return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
-@functools.cache
-def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
-    """Type hints and init fields of a config class (resolving hints is slow: once per class)."""
-    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
-
-
-def _check_range(value: Any, spec: dataclasses.Field, path: str, errors: list[str]) -> None:
-    """The field's declared range (doc(min=, max=)); every float is finite anyway."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    low, high = spec.metadata.get("min"), spec.metadata.get("max")
-    if (low is not None and value < low) or (high is not None and value > high):
-        if low is not None and high is not None:
-            allowed = f"between {low:g} and {high:g}"
-        else:
-            allowed = f">= {low:g}" if low is not None else f"<= {high:g}"
-        errors.append(f"{path}: must be {allowed}, got {value:g}")
-
-
 def _convert(hint: Any, value: Any, path: str, errors: list[str], plugins) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -317,7 +299,7 @@ def _scalar(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str):
-            parsed = _parse_size(value)
+            parsed = parse_size(value)
             if parsed is not None:
                 return parsed
     elif hint is float:
@@ -330,6 +312,12 @@ def _scalar(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
                 return number
             errors.append(f"{path}: must be a finite number, got {value}")
             return _INVALID
+    elif hint is BytesPerSecond:
+        rate = parse_rate(value)
+        if rate is not None:
+            return rate
+        errors.append(f"{path}: expected {RATE_FORMS}; got {_describe(value)}")
+        return _INVALID
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -337,19 +325,6 @@ def _scalar(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
         return value
     errors.append(f"{path}: expected {_type_word(hint)}, got {_describe(value)}")
     return _INVALID
-
-
-_SIZE = re.compile(r"\s*([0-9]+)\s*(k|ki|m|mi|g|gi)?b?\s*", re.IGNORECASE | re.ASCII)
-_SIZE_UNITS = {None: 1, "k": 1000, "ki": 1024, "m": 10**6, "mi": 2**20, "g": 10**9, "gi": 2**30}
-
-
-def _parse_size(text: str) -> int | None:
-    """'64KiB', '1MB', '65536' -> bytes; None if not a size."""
-    match = _SIZE.fullmatch(text)
-    if not match:
-        return None
-    unit = match.group(2).lower() if match.group(2) else None
-    return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
 def _type_word(hint: Any) -> str:

@@ -10,6 +10,7 @@ import dataclasses
 import typing
 
 from streamtap.config.loader import ConfigTypes
+from streamtap.config.units import BytesPerSecond
 from streamtap.config.schema import (
     ChunkSettings,
     PipelineConfig,
@@ -54,7 +55,9 @@ def _type_name(hint) -> str:
         return "map"
     if args and origin is not None:
         return _type_name(args[0])
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+    return {
+        str: "string", int: "integer", float: "number", bool: "boolean", BytesPerSecond: "rate"
+    }.get(
         hint, hint.__name__ if isinstance(hint, type) else str(hint)
     )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from streamtap.chunk import Chunk
+from streamtap.config.units import BytesPerSecond
 
 __all__ = [
     "ChunkSettings",
@@ -148,6 +149,12 @@ class SourceConfig:
         None,
         min=1,
         max=2**62,
+    )
+    expected_rate: BytesPerSecond | None = doc(
+        "The stream's data rate, for `streamtap plan` and the rate watch: bytes/s, or with "
+        "units: '128kbit/s', '2 Mbit/s', '16kB/s', '1MB/s', '1000 samples/s x 4 bytes'.",
+        None,
+        max=1e12,
     )
     on_eof: str | None = doc(
         "What to do when the data ends: 'stop' or 'reconnect'. Default: stop for files, "
