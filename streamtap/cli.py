@@ -87,6 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    plan = commands.add_parser(
+        "plan", help="compute what a capture needs (partitions, shards, files, cores, memory)"
+    )
+    plan.add_argument("config", help="pipeline YAML file")
+    plan.add_argument(
+        "--probe",
+        type=_seconds(above=0),
+        metavar="SECONDS",
+        help="measure every source's rate by reading it this long (nothing is written)",
+    )
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(handler=_plan)
+
     locations = _location_help()
     verify = commands.add_parser("verify", help="prove a capture has no unmarked gap")
     verify.add_argument("location", help=locations)
@@ -218,8 +231,15 @@ def _validate(args, extra) -> int:
 
 def _run(args, extra) -> int:
     from streamtap.errors import RunError, Unreachable
+    from streamtap.pipelines.options import flag_error, flag_problems
     from streamtap.pipelines.run import run_capture
+    from streamtap.plugins import PLUGINS
 
+    # The extra arguments are Beam's, which drops the ones it does not know: refuse them first.
+    unknown = flag_problems(extra, PLUGINS.runners, own_options=False)
+    if unknown:
+        sys.stderr.write(f"streamtap run: {flag_error(unknown)}\n")
+        return EXIT_USAGE
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
@@ -236,6 +256,20 @@ def _run(args, extra) -> int:
     except RunError as error:
         sys.stderr.write(f"streamtap: {error}\n")
         return EXIT_USAGE
+
+
+def _plan(args, extra) -> int:
+    import json
+
+    from streamtap.planning import make_plan, probe_rates
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    rates = probe_rates(config, args.probe) if args.probe else {}
+    plan = make_plan(config, rates)
+    print(json.dumps(plan.as_json(), indent=2) if args.json else plan.table())
+    return EXIT_FAILED if plan.problems else EXIT_OK
 
 
 def _verify(args, extra) -> int:

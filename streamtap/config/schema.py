@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from streamtap.chunk import Chunk
+from streamtap.config.capacity import Figure, StreamLoad
 from streamtap.config.units import BytesPerSecond
 
 __all__ = [
     "ChunkSettings",
     "ReconnectSettings",
     "ReadSettings",
+    "ScheduleSettings",
     "SourceConfig",
     "SinkConfig",
     "TransformConfig",
@@ -136,6 +138,69 @@ class ReadSettings:
 
 
 @dataclass(kw_only=True)
+class ScheduleSettings:
+    """`schedule:`: read only by the Airflow DAG (airflow/dags/streamtap_capture.py), which makes
+    a DAG per config: each run a bounded capture on `runner`, then a verify task."""
+
+    # Options the DAG sets itself from this config; a pipeline_options entry may not override them.
+    RESERVED_OPTIONS: ClassVar[dict[str, str]] = {
+        "runner": "use schedule.runner",
+        "config": "the DAG passes this config's path",
+        "duration": "use schedule.capture_seconds",
+    }
+
+    cron: str | None = doc(
+        "Airflow schedule of the capture runs: a cron expression or a preset ('@hourly', "
+        "'@daily', ...); null: runs are triggered by hand only.",
+        "@hourly",
+    )
+    capture_seconds: float | None = doc(
+        "Length of each run's bounded capture, in seconds. Default: the interval between runs "
+        "less 5 minutes (half the interval when it is 10 minutes or less); required when the "
+        "schedule has no regular interval.",
+        None,
+        min=1,
+        max=366 * 86400,
+    )
+    retries: int = doc(
+        "How often Airflow retries a failed capture task; a retry continues the capture "
+        "(resume), so nothing is duplicated. The verify task is not retried: a gap stays a gap.",
+        1,
+        min=0,
+        max=100,
+    )
+    runner: str = doc(
+        "Beam runner of the capture: DirectRunner (Prism on the Airflow worker), FlinkRunner "
+        "(with pipeline_options flink_master), ...",
+        "DirectRunner",
+    )
+    pipeline_options: dict[str, str] = doc(
+        "More Beam options of the capture, by name without '--' (flink_master: "
+        "flink-jm:8081); 'true' passes a flag without a value.",
+        default_factory=dict,
+    )
+
+    def validate(self, path: str) -> list[str]:
+        errors = []
+        if self.cron is not None and not self.cron.strip():
+            errors.append(f"{path}.cron: give a cron expression or preset, or null for none")
+        if not self.runner.strip():
+            errors.append(f"{path}.runner: give a Beam runner, e.g. DirectRunner")
+        for name in self.pipeline_options:
+            if name in self.RESERVED_OPTIONS:
+                errors.append(
+                    f"{path}.pipeline_options.{name}: set by the DAG; "
+                    f"{self.RESERVED_OPTIONS[name]}"
+                )
+            elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                errors.append(
+                    f"{path}.pipeline_options.{name}: write the option name without dashes, "
+                    "e.g. flink_master"
+                )
+        return errors
+
+
+@dataclass(kw_only=True)
 class SourceConfig:
     """Settings every source type has. Each source module subclasses it with its own fields."""
 
@@ -181,6 +246,12 @@ class SourceConfig:
             errors.append(f"{path}.on_eof: must be 'stop' or 'reconnect', got {self.on_eof!r}")
         errors += self.reconnect.validate(f"{path}.reconnect")
         return errors
+
+    def declared_rate(self) -> tuple[float, str] | None:
+        """(bytes per second, where that number comes from) if known without measuring."""
+        if self.expected_rate is not None:
+            return float(self.expected_rate), f"expected_rate {self.expected_rate:g} B/s"
+        return None
 
     def connector(self):
         """Builds the Connector that reads this stream (runs on the worker)."""
@@ -230,6 +301,11 @@ class SinkConfig:
         `streamtap run`. Sinks that cannot tell return {}.
         """
         return {}
+
+    def plan(self, loads: list[StreamLoad], config: "PipelineConfig") -> list[Figure]:
+        """What this sink needs for these streams (`streamtap plan`): partitions, shards, files,
+        each figure naming its limit. No I/O; `preflight` checks the live service."""
+        return []
 
     def wants_whole_windows(self) -> bool:
         """True if this sink writes best when each stream's window arrives in one bundle.
@@ -283,6 +359,10 @@ class PipelineConfig:
         "Transforms applied to chunks before the sinks.", default_factory=list
     )
     sinks: list[SinkConfig] = doc("Where chunks are written.", default_factory=list)
+    schedule: ScheduleSettings = doc(
+        "Scheduled captures in Airflow: read only by the DAG in airflow/dags/.",
+        default_factory=ScheduleSettings,
+    )
 
     def releases_whole_windows(self) -> bool:
         """True if streams hand over their chunks window by window (every sink wants it)."""
@@ -305,4 +385,5 @@ class PipelineConfig:
             seen.setdefault(source.id, index)
         for index, sink in enumerate(self.sinks):
             errors += sink.check_chunk_size(self.chunk.max_bytes, f"sinks[{index}]")
+        errors += self.schedule.validate("schedule")
         return errors

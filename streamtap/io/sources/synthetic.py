@@ -49,6 +49,12 @@ class SyntheticSource(SourceConfig):
     def sample_size(self) -> int:
         return np.dtype(_FORMATS[self.sample_format]).itemsize
 
+    def declared_rate(self) -> tuple[float, str] | None:
+        return super().declared_rate() or (
+            self.rate * self.sample_size,
+            f"{self.rate:g} samples/s x {self.sample_size} bytes ({self.sample_format})",
+        )
+
     def connector(self) -> Connector:
         return _SyntheticConnector(self)
 

@@ -1,0 +1,81 @@
+"""`streamtap plan`: figures checked against cases worked by hand, and a real probe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamtap.cli import main
+from streamtap.config.capacity import chunk_rate
+from streamtap.planning import make_plan, probe_rates
+from streamtap.plugins import parse_config
+from tests.helpers import write_config
+
+RADIO = 16_000  # 128 kbit/s in bytes per second
+
+
+def _config(sources, **top) -> dict:
+    return {"sources": sources, "sinks": [{"type": "parquet", "path": "/tmp/streamtap-plan"}], **top}
+
+
+def test_chunking_turns_rates_into_chunks():
+    # A radio stream fills a 64 KiB chunk in 4 s, so 1 s cuts it first: 16,000-byte chunks.
+    assert chunk_rate(RADIO, 65536, 1.0) == (16_000, 1.0)
+    # A 10 MB/s stream reaches 64 KiB long before 1 s.
+    assert chunk_rate(10_000_000, 65536, 1.0) == pytest.approx((65536, 10_000_000 / 65536))
+    # A 4-byte sample per chunk: one chunk per sample.
+    assert chunk_rate(4_000, 4, 1.0) == (4, 1000)
+    assert chunk_rate(0, 65536, 1.0) == (0, 0)
+
+
+def test_runner_figures_add_up_the_streams():
+    sources = [
+        {"id": f"radio{i}", "type": "http", "url": "http://127.0.0.1:1/x", "expected_rate": "128kbit/s"}
+        for i in range(10)
+    ] + [{"id": "sensor1", "type": "synthetic", "rate": 1000, "sample_format": "float32"}]
+    config = parse_config(_config(sources, window_seconds=10))
+    plan = make_plan(config, {})
+    assert [load.rate for load in plan.loads] == [RADIO] * 10 + [4000]
+    assert plan.loads[-1].rate_basis == "1000 samples/s x 4 bytes (float32)"
+    figures = {figure.what: figure for figure in plan.figures}
+    assert figures["bytes per second, all streams"].value == 10 * RADIO + 4000
+    # Parquet-only: one cut per max_seconds plus one where each 10 s window ends.
+    assert figures["chunks per second to schedule"].value == pytest.approx(11 * 1.1)
+    assert not plan.unknown and not plan.problems
+
+
+def test_a_stream_without_a_rate_is_listed_not_guessed():
+    config = parse_config(_config([{"id": "dev", "type": "tcp", "address": "127.0.0.1:9"}]))
+    plan = make_plan(config, {})
+    assert plan.unknown == ["dev"] and plan.loads == []
+    assert "dev" in plan.table() and "no rate: set its expected_rate" in plan.table()
+
+
+def test_plan_json_carries_the_numbers_of_the_table(tmp_path, capsys):
+    path = write_config(
+        tmp_path / "p.yaml",
+        _config([{"id": "radio1", "type": "http", "url": "http://127.0.0.1:1/x", "expected_rate": RADIO}]),
+    )
+    assert main(["plan", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["streams"][0]["rate"] == RADIO
+    assert main(["plan", str(path)]) == 0
+    table = capsys.readouterr().out
+    for figure in data["figures"]:
+        assert figure["what"] in table and figure["basis"] in table
+
+
+def test_a_failed_probe_is_a_problem_that_names_the_stream(tmp_path):
+    config = parse_config(_config([{"id": "dev", "type": "tcp", "address": "127.0.0.1:9"}]))
+    plan = make_plan(config, probe_rates(config, 1.0))
+    assert [(f.what, f.scope) for f in plan.problems] == [("dev", "probe")]
+    assert "probe failed" in plan.problems[0].problem
+
+
+def test_probe_measures_a_real_icecast_station_within_5_percent(icecast):
+    config = parse_config(
+        _config([{"id": "radio1", "type": "http", "url": icecast.mount_url("radio1")}])
+    )
+    rate, basis = probe_rates(config, 20.0)["radio1"]
+    assert rate == pytest.approx(RADIO, rel=0.05), basis
