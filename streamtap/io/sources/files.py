@@ -3,11 +3,17 @@
 A regular file is seekable: a session that resumes after a failure or on another worker seeks to
 the capture's byte offset, so nothing is lost or repeated and no discontinuity is marked. A FIFO
 or character device is live: like a socket, bytes that nobody read while it was closed are gone.
+
+A followed file is read as `tail -F` reads a log: when it is truncated in place (copytruncate) or
+replaced by a new file under its name (rename, then create), the old content is read to its end
+and the new content is read from its first byte, as a new session marked as a discontinuity
+(bytes written between a copy and its truncate may be missing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -18,6 +24,8 @@ from streamtap.io.connector import ByteSink, Connector
 from streamtap.errors import SourceError
 
 __all__ = ["FileSource"]
+
+log = logging.getLogger(__name__)
 
 _READ_SIZE = 1024 * 1024
 
@@ -55,6 +63,11 @@ class _FileConnector(Connector):
         # A regular file that is not followed ends; FIFOs and devices are live streams.
         self.ends_at_eof = not config.follow
         self.seekable = False
+        # The followed file being read, (st_dev, st_ino), and the stream offset of its byte 0:
+        # after a rotation the stream's offsets go on while the new file starts at 0.
+        self._identity: tuple[int, int] | None = None
+        self._base = 0
+        self._switch_files = False  # the file was truncated or replaced: start the new one at 0
 
     def describe(self) -> str:
         return f"file://{os.path.abspath(self._config.path)}"
@@ -68,16 +81,31 @@ class _FileConnector(Connector):
         except PermissionError:
             raise SourceError(f"no permission to read {path}") from None
         if stat.S_ISREG(mode):
-            self.seekable = True
             await self._read_regular(sink, resume_offset)
         elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
             await self._read_live(sink)
         else:
             raise SourceError(f"{path} is not a regular file, FIFO or character device")
 
-    async def _read_regular(self, sink: ByteSink, offset: int) -> None:
+    async def _read_regular(self, sink: ByteSink, resume_offset: int) -> None:
         loop = asyncio.get_running_loop()
         with open(self._config.path, "rb", buffering=0) as file:
+            info = os.fstat(file.fileno())
+            identity = (info.st_dev, info.st_ino)
+            # Where in this file the stream resumes. A file shorter than that, or another file
+            # than the one read before, or one seen truncated: its content starts a new stretch.
+            if self._identity is None and resume_offset > 0 and info.st_size < resume_offset:
+                self._switch_files = self._config.follow
+            elif self._identity is not None and identity != self._identity:
+                self._switch_files = True
+            if self._switch_files:
+                self._base = resume_offset
+                self._switch_files = False
+                self.seekable = False  # the runtime marks the new stretch as a discontinuity
+            else:
+                self.seekable = True
+            self._identity = identity
+            offset = resume_offset - self._base
             file.seek(offset)
             while True:
                 await sink.wait_for_room()
@@ -88,12 +116,26 @@ class _FileConnector(Connector):
                     continue
                 if not self._config.follow:
                     return
-                if os.fstat(file.fileno()).st_size < offset:
-                    raise SourceError(
-                        f"{self._config.path} shrank below byte {offset}: it was truncated or "
-                        "replaced; capture a rotated log by its new name"
-                    )
+                if self._rotated(file, offset):
+                    return  # the next session reads the new content from its start
                 await asyncio.sleep(self._config.poll_interval)
+
+    def _rotated(self, file, offset: int) -> bool:
+        """At the end of a followed file: was it truncated, or replaced under its name?"""
+        if os.fstat(file.fileno()).st_size < offset:
+            what = "truncated"
+        else:
+            try:
+                info = os.stat(self._config.path)
+            except FileNotFoundError:
+                return False  # renamed away, the new file not created yet: keep waiting
+            if (info.st_dev, info.st_ino) == self._identity:
+                return False
+            what = "replaced by a new file"
+        log.info("%s was %s at byte %d: reading the new content from its start",
+                 self._config.path, what, offset)
+        self._switch_files = True
+        return True
 
     async def _read_live(self, sink: ByteSink) -> None:
         """Reads a FIFO or device without blocking a thread: the event loop polls the fd.
