@@ -76,20 +76,38 @@ class GroupPosition:
 
 
 class _GroupPositionCoder(beam.coders.Coder):
-    """A group's restriction as one pickle of plain tuples.
+    """A group's restriction as a version byte and one pickle of plain tuples.
 
-    It travels to the runner and back at every poll. Beam's default coder walks the tuple in
-    Python, one stream position at a time.
+    It travels to the runner and back at every poll (Beam's default coder walks the tuple in
+    Python, one stream position at a time), and it is what a Flink savepoint holds: the version
+    byte lets a later release restore a savepoint of this one. Format 1: the byte 0x01, then a
+    pickle of a list with, per stream, None (finished) or the StreamPosition fields in order; a
+    release that adds fields appends them, and older tuples decode with the new fields'
+    defaults. Bytes that start with 0x80 (a pickle's own first byte) are the unversioned format
+    of releases up to 0.1.0 (the same list without the version byte).
     """
+
+    VERSION = 1
 
     def encode(self, position: GroupPosition) -> bytes:
         plain = [None if stream is None else tuple(stream) for stream in position.streams]
-        return pickle.dumps(plain, pickle.HIGHEST_PROTOCOL)
+        return b"\x01" + pickle.dumps(plain, pickle.HIGHEST_PROTOCOL)
 
     def decode(self, encoded: bytes) -> GroupPosition:
-        make = StreamPosition._make
+        version = encoded[0]
+        if version == 0x80:  # unversioned: 0.1.0 and before
+            body = encoded
+        elif version == self.VERSION:
+            body = encoded[1:]
+        else:
+            raise ValueError(
+                f"restriction format {version} is newer than this streamtap release reads "
+                f"(format {self.VERSION}): restore the savepoint with the release that wrote it"
+            )
         return GroupPosition(
-            tuple(None if stream is None else make(stream) for stream in pickle.loads(encoded))
+            tuple(
+                None if stream is None else StreamPosition(*stream) for stream in pickle.loads(body)
+            )
         )
 
     def is_deterministic(self) -> bool:
