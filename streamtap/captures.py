@@ -64,6 +64,22 @@ class StreamReport:
         if len(self.problems) < _MAX_LISTED_PROBLEMS:
             self.problems.append(text)
 
+    def as_json(self) -> dict:
+        """The report as plain data, with the numbers of `summary()` (times in ISO 8601)."""
+        return {
+            "stream_id": self.stream_id,
+            "ok": self.ok,
+            "chunks": self.chunks,
+            "bytes": self.bytes,
+            "sessions": self.sessions,
+            "discontinuities": self.discontinuities,
+            "redeliveries": self.redeliveries,
+            "first_event_time": None if self.first_event_time is None else _iso(self.first_event_time),
+            "last_event_time": None if self.last_event_time is None else _iso(self.last_event_time),
+            "problem_count": self.problem_count,
+            "problems": list(self.problems),
+        }
+
     def summary(self) -> str:
         span = ""
         if self.first_event_time is not None:

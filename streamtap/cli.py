@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         help="pipeline YAML of the capture: each of its streams must be there (a stream that "
         "captured nothing fails)",
     )
+    verify.add_argument("--json", action="store_true", help="print the reports as JSON")
     verify.set_defaults(handler=_verify)
 
     reassemble = commands.add_parser("reassemble", help="write one stream's bytes to a file")
@@ -259,8 +261,6 @@ def _run(args, extra) -> int:
 
 
 def _plan(args, extra) -> int:
-    import json
-
     from streamtap.planning import make_plan, probe_rates
 
     config = _load(args.config)
@@ -294,13 +294,20 @@ def _verify(args, extra) -> int:
             f"in {args.location}\n"
         )
         return EXIT_FAILED
+    failed = [r.stream_id for r in reports.values() if not r.ok]
+    if args.json:
+        print(json.dumps({
+            "location": args.location,
+            "ok": not failed,
+            "streams": [report.as_json() for report in reports.values()],
+        }, indent=2))
+        return EXIT_FAILED if failed else EXIT_OK
     for report in reports.values():
         print(report.summary())
         for problem in report.problems:
             print(f"  {problem}")
         if report.problem_count > len(report.problems):
             print(f"  ... and {report.problem_count - len(report.problems)} more")
-    failed = [r.stream_id for r in reports.values() if not r.ok]
     print(f"verify: {len(reports) - len(failed)} of {len(reports)} stream(s) OK")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -341,6 +348,8 @@ def _add_services(parser: argparse.ArgumentParser) -> None:
             service_parser = names.add_parser(name)
             if action == "up":
                 service_class.add_cli_arguments(service_parser)
+            if action == "status":
+                service_parser.add_argument("--json", action="store_true", help="print JSON")
             service_parser.set_defaults(handler=_service, service_class=service_class)
 
 
@@ -350,7 +359,8 @@ def _service(args, extra) -> int:
     options = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("command", "action", "service", "handler", "service_class", "log_level")
+        if key
+        not in ("command", "action", "service", "handler", "service_class", "log_level", "json")
     }
     service = args.service_class(**options)
     try:
@@ -365,6 +375,10 @@ def _service(args, extra) -> int:
     except ServiceError as error:
         sys.stderr.write(f"streamtap: {args.service}: {error}\n")
         return EXIT_FAILED
+    if getattr(args, "json", False):
+        print(json.dumps({"service": args.service, "running": info is not None, **(info or {})},
+                         indent=2, default=str))
+        return EXIT_OK if info is not None else EXIT_FAILED
     if info is None:
         print(f"{args.service}: not running")
         return EXIT_FAILED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from streamtap.captures import verify
@@ -43,3 +44,21 @@ def test_verify_with_the_config_lists_the_stream_that_captured_nothing(tmp_path,
     assert "sensor2: 0 chunks, 0 bytes" in out
     assert "no chunk captured: the stream is configured but absent" in out
     assert "verify: 1 of 2 stream(s) OK" in out
+
+
+def test_verify_json_carries_the_numbers_of_the_summary(tmp_path, capsys):
+    data = os.urandom(40_000)
+    with TcpFeeder(data) as feeder:
+        capture({
+            "sources": [feeder.source("sensor1", max_bytes=len(data))],
+            "sinks": [{"type": "parquet", "path": str(tmp_path)}],
+        })
+    assert main(["verify", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    (stream,) = report["streams"]
+    assert stream["stream_id"] == "sensor1" and stream["bytes"] == len(data)
+    assert main(["verify", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out
+    assert f"sensor1: {stream['chunks']} chunks, {len(data)} bytes" in summary
+    assert stream["first_event_time"] in summary and stream["last_event_time"] in summary

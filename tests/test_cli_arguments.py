@@ -39,3 +39,11 @@ def test_log_level_takes_any_case(tmp_path, capsys):
     )
     assert main(["--log-level", "INFO", "validate", str(config), "--offline"]) == 0
     assert "OK (1 source(s), 1 sink(s))" in capsys.readouterr().out
+
+
+def test_services_status_json_says_not_running(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("STREAMTAP_STATE", str(tmp_path))
+    assert main(["services", "status", "kafka", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"service": "kafka", "running": False}
