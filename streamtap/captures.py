@@ -11,6 +11,7 @@ sinks retry) and is dropped; the same key with different bytes is an error.
 from __future__ import annotations
 
 import datetime
+import heapq
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
@@ -166,27 +167,60 @@ def reassemble(
     output: BinaryIO,
     start: float | None = None,
     end: float | None = None,
+    max_held_bytes: int = 256 * 2**20,
 ) -> dict[str, int]:
     """Writes the payloads of one stream's chunks to `output` in seq order, once each.
 
     Only chunks whose event time is in [start, end) are written (epoch seconds; None: no limit).
     Returns counts: chunks and bytes written, discontinuities inside the output.
+
+    Memory stays bounded for days of a stream: chunks are written as soon as they are next in seq
+    order, and only chunks that came early are held, up to `max_held_bytes` (the sinks' readers
+    hand chunks over in about seq order). A held window that fills up is written from its lowest
+    seq on, as the missing seqs are then missing from the capture. A chunk that turns up after a
+    later one was written is an error (the output would be out of order), never silently dropped.
     """
-    by_seq: dict[int, Chunk] = {}
-    for chunk in chunks:
-        if start is not None and chunk.event_time < start:
-            continue
-        if end is not None and chunk.event_time >= end:
-            continue
-        by_seq.setdefault(chunk.seq, chunk)
+    held: list[tuple[int, Chunk]] = []  # a heap by seq
+    held_bytes = 0
+    next_seq: int | None = None  # None: nothing written yet
+    skipped: list[tuple[int, int]] = []  # seq ranges [from, to) written past as missing
     written = {"chunks": 0, "bytes": 0, "discontinuities": 0}
-    for position, seq in enumerate(sorted(by_seq)):
-        chunk = by_seq[seq]
-        if chunk.discontinuity and position > 0:
+
+    def write_from_heap() -> None:
+        nonlocal next_seq, held_bytes
+        seq, chunk = heapq.heappop(held)
+        held_bytes -= len(chunk.payload)
+        if next_seq is not None and seq < next_seq:
+            return  # a second copy of a chunk written already
+        if next_seq is not None and seq > next_seq:
+            skipped.append((next_seq, seq))
+        if chunk.discontinuity and written["chunks"] > 0:
             written["discontinuities"] += 1
         output.write(chunk.payload)
         written["chunks"] += 1
         written["bytes"] += len(chunk.payload)
+        next_seq = seq + 1
+
+    for chunk in chunks:
+        if (start is not None and chunk.event_time < start) or (
+            end is not None and chunk.event_time >= end
+        ):
+            continue
+        if next_seq is not None and chunk.seq < next_seq:
+            if any(low <= chunk.seq < high for low, high in skipped):
+                raise ValueError(
+                    f"stream {chunk.stream_id}: chunk seq {chunk.seq} came after later chunks "
+                    f"were written (more than {max_held_bytes:,} bytes out of order)"
+                )
+            continue  # a redelivery of a chunk already written
+        heapq.heappush(held, (chunk.seq, chunk))
+        held_bytes += len(chunk.payload)
+        while held and held_bytes > max_held_bytes:
+            write_from_heap()
+        while held and next_seq is not None and held[0][0] <= next_seq:
+            write_from_heap()
+    while held:
+        write_from_heap()
     return written
 
 

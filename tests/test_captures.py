@@ -62,3 +62,44 @@ def test_verify_json_carries_the_numbers_of_the_summary(tmp_path, capsys):
     summary = capsys.readouterr().out
     assert f"sensor1: {stream['chunks']} chunks, {len(data)} bytes" in summary
     assert stream["first_event_time"] in summary and stream["last_event_time"] in summary
+
+
+def _chunks(pieces, order):
+    made = list(_stream("radio1", pieces))
+    return [made[i] for i in order]
+
+
+def test_reassemble_writes_in_seq_order_once_each_within_a_memory_bound():
+    import io
+    import random
+
+    from streamtap.captures import reassemble
+
+    pieces = [os.urandom(100) for _ in range(200)]
+    order = list(range(200))
+    rng = random.Random(7)
+    for i in range(0, 200, 10):  # shuffled within windows of 10 chunks, plus redeliveries
+        window = order[i : i + 10]
+        rng.shuffle(window)
+        order[i : i + 10] = window
+    order += [3, 150, 199]
+    output = io.BytesIO()
+    counts = reassemble(_chunks(pieces, order), output, max_held_bytes=2_000)
+    assert output.getvalue() == b"".join(pieces)
+    assert counts == {"chunks": 200, "bytes": 20_000, "discontinuities": 0}
+
+
+def test_reassemble_refuses_a_chunk_too_far_out_of_order():
+    import io
+
+    import pytest
+
+    from streamtap.captures import reassemble
+
+    pieces = [os.urandom(100) for _ in range(50)]
+    order = [i for i in range(50) if i != 5] + [5]  # seq 5 comes after 45 later chunks
+    with pytest.raises(ValueError, match="chunk seq 5 came after later chunks were written"):
+        reassemble(_chunks(pieces, order), io.BytesIO(), max_held_bytes=1_000)
+    output = io.BytesIO()
+    reassemble(_chunks(pieces, order), output)  # the default bound holds them all
+    assert output.getvalue() == b"".join(pieces)
