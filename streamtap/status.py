@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Iterable, TextIO
 
-from streamtap.io.runtime import StreamStats, hub
+from streamtap.io.hub import hub
+from streamtap.io.reader import StreamStats
 
 __all__ = ["StatusPrinter", "summary_lines"]
 

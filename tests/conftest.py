@@ -8,7 +8,7 @@ pytest_plugins = ["tests.fixtures.icecast", "tests.fixtures.kafka", "tests.fixtu
 @pytest.fixture(autouse=True)
 def _fresh_stop_request():
     """A stop requested by one test's capture must not end the next one's streams."""
-    from streamtap.io.runtime import clear_stop
+    from streamtap.io.hub import clear_stop
 
     clear_stop()
     yield

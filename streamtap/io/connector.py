@@ -2,9 +2,9 @@
 
 A connector knows one protocol: it opens one session (a connection, an open file) and pumps the
 bytes it receives into a ByteSink until the session ends. Everything else -- reconnecting with
-backoff, sessions and discontinuities, chunking, sequence numbers, checksums, stats, stopping on a
-duration or byte limit -- is shared and lives in `streamtap.io.runtime`, so a new source type is
-one small module.
+backoff, sessions and discontinuities, sequence numbers, checksums, stats, stopping on a duration
+or byte limit (`streamtap.io.reader`), chunking (`streamtap.io.cutting`), the event loop it runs
+on (`streamtap.io.hub`) -- is shared, so a new source type is one small module.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["ByteSink", "Connector", "PermanentSourceError", "SourceError"]
 
 
 class ByteSink(Protocol):
-    """Where a connector delivers what it receives. Called only from the runtime's event loop."""
+    """Where a connector delivers what it receives. Called only from the hub's event loop."""
 
     def write(self, data: bytes, whole: bool = False) -> None:
         """Appends received bytes, in order.
@@ -69,7 +69,7 @@ class Connector(abc.ABC):
             (regular files) continue from it; live sources ignore it.
 
         Returns normally at a clean end of the data (EOF). Raises SourceError (or OSError,
-        asyncio.TimeoutError) when the session fails; the runtime then reconnects. Must stop
+        asyncio.TimeoutError) when the session fails; the reader then reconnects. Must stop
         promptly when cancelled (asyncio.CancelledError).
         """
 

@@ -202,7 +202,7 @@ _GRACE_SECONDS = 3.0
 
 
 def _watch(rest: str, job_name: str, stream_ids: list[str]) -> None:
-    from streamtap.io.runtime import hub
+    from streamtap.io.hub import hub
 
     before = {sid: hub().finished.get(sid) for sid in stream_ids}
     all_done_since = None

@@ -26,7 +26,7 @@ from apache_beam.runners.runner import PipelineState
 
 from streamtap.config import PipelineConfig
 from streamtap.errors import RunError
-from streamtap.io.runtime import clear_stop, request_stop
+from streamtap.io.hub import clear_stop, request_stop
 from streamtap.pipelines.capture import build_capture, resume_positions
 from streamtap.pipelines.flink import flink_defaults, watch_flink_job
 from streamtap.pipelines.spark import check_spark_bounded, spark_defaults

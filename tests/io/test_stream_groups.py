@@ -8,7 +8,7 @@ from apache_beam.runners.worker.bundle_processor import DataInputOperation
 
 from streamtap.errors import ConfigError
 from streamtap.plugins import parse_config
-from streamtap.io.runtime import StreamPosition
+from streamtap.io.reader import StreamPosition
 from streamtap.io.streams import END_OF_STREAM, GroupPosition, _GroupTracker, group_streams
 from tests.helpers import TcpFeeder, assert_verified, capture_in_process, stream_bytes
 

@@ -1,16 +1,22 @@
-"""Real loopback servers and a recording sink for the http connector tests.
+"""Real loopback servers and a recording sink for the http source tests.
 
 The servers are plain asyncio TCP (or TLS) servers on 127.0.0.1 that read one request head and
 then run a handler that writes crafted bytes, so a test controls every byte on the wire,
-including broken framing and Shoutcast's `ICY 200 OK`.
+including broken framing and Shoutcast's `ICY 200 OK`. `capture()` runs one session of an
+HttpSource against such a server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+
+from streamtap.errors import SourceError
+from streamtap.io.sources.http import HttpSource
 
 
 @dataclass
@@ -166,3 +172,59 @@ class RecordingSink:
     def titles(self) -> list[tuple[int, str | None]]:
         """(offset, icy_title) for every tag change."""
         return [(offset, tags.get("icy_title")) for offset, tags in self.tag_changes]
+
+
+# --- one session against one server ---------------------------------------------------------
+
+RUN_LIMIT = 20.0  # seconds any one session may take before the test fails
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@dataclass
+class Outcome:
+    sink: RecordingSink
+    requests: list[Request]
+    error: SourceError | None
+    seconds: float
+
+
+def capture(
+    handler,
+    path: str = "/stream",
+    url: Callable[[LoopbackServer], str] | None = None,
+    server_ssl: ssl.SSLContext | None = None,
+    sink: RecordingSink | None = None,
+    **fields,
+) -> Outcome:
+    """Runs one session of an HttpSource against a fresh loopback server running `handler`."""
+
+    async def scenario() -> Outcome:
+        async with LoopbackServer(handler, server_ssl) as server:
+            source = HttpSource(id="radio", url=url(server) if url else server.url(path), **fields)
+            assert source.validate("sources[0]") == []
+            record = sink or RecordingSink()
+            started = time.monotonic()
+            error = None
+            try:
+                await asyncio.wait_for(source.connector().run_session(record, 0), RUN_LIMIT)
+            except SourceError as raised:
+                error = raised
+            return Outcome(record, server.requests, error, time.monotonic() - started)
+
+    return asyncio.run(scenario())
+
+
+def body_handler(response: bytes, step: int | None = None):
+    """A handler that sends `response` (head and body) and closes; `step`-byte writes if given."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
+        if step:
+            await write_slowly(writer, response, step)
+        else:
+            writer.write(response)
+            await writer.drain()
+
+    return handle

@@ -1,10 +1,10 @@
-"""Reads live streams in the background of a worker process and cuts them into chunks.
+"""StreamReader: keeps one stream flowing into chunks, and holds them until the runner commits them.
 
-Live sockets are not replayable, so they cannot be read inside `DoFn.process()`, which runs only
-when the runner schedules it. Instead each worker process runs one asyncio event loop in a daemon
-thread (the hub); every stream the worker owns has a `StreamReader` on that loop that keeps a
-session open, reconnects with backoff, and cuts what it receives into chunks. The source SDF
-drains those chunks on each `process()` call and claims them in its restriction.
+A reader lives on the hub's event loop (`streamtap.io.hub`): it keeps a session of its connector
+open, reconnects with backoff, marks discontinuities, and feeds what it receives to its
+`ChunkCutter` (`streamtap.io.cutting`, the rules of where chunks are cut), numbering every chunk
+cut. The source SDF (`streamtap.io.streams`) drains those chunks on each `process()` call and
+claims them in its restriction.
 
 Chunks stay in the reader until the runner commits them: the restriction's next sequence number
 at the next `process()` call is the commit point. A bundle that failed is retried with the old
@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
 import logging
-import os
 import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.errors import PermanentSourceError, SourceError
 from streamtap.io.connector import Connector
+from streamtap.io.cutting import ChunkCutter
 
-__all__ = ["StreamPosition", "StreamReader", "StreamStats", "clear_stop", "hub", "request_stop"]
+__all__ = ["StreamPosition", "StreamReader", "StreamStats"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
 # tick per reader cost 20,000 wake-ups/s at 1,000 streams and starved the loop: chunks came out
 # ~3 s late.)
 _TICK_SECONDS = 0.25
-# Seconds after the first reader of a process started, when the capture's long-lived objects
-# are frozen (see _freeze_long_lived): by then every stream of a group has started.
-_FREEZE_AFTER_SECONDS = 30.0
-# A stop file is looked for at most this often per process, however many readers ask.
-_STOP_FILE_CHECK_SECONDS = 0.2
 
 
 class StreamPosition(NamedTuple):
@@ -87,16 +82,8 @@ class StreamStats:
     state: str = "starting"
 
 
-@dataclass
-class _PendingChunk:
-    """The chunk being filled: bytes received but not cut yet."""
-
-    data: bytearray = field(default_factory=bytearray)
-    first_byte_time: float = 0.0
-
-
 class StreamReader:
-    """Keeps one stream flowing into chunks: sessions, reconnects, cutting, buffering.
+    """Keeps one stream flowing into chunks: sessions, reconnects, numbering, buffering.
 
     Producer side (the hub's event loop): the ByteSink methods `write`, `set_tags`, `room`,
     `wait_for_room`. Consumer side (the SDF, another thread): `sync`, `chunk`, `finished`,
@@ -105,6 +92,9 @@ class StreamReader:
     With `window_seconds`, a chunk is also cut where its fixed event-time window ends, so every
     byte of a chunk arrived within the window its event time names, and a window's last chunk
     is complete the moment the window ends instead of up to max_seconds later.
+
+    `stop_requested`, if given, is asked every tick whether the stream must end now (Ctrl-C, a
+    stop file: the hub's stop requests).
     """
 
     def __init__(
@@ -112,17 +102,15 @@ class StreamReader:
         source: SourceConfig,
         chunking: ChunkSettings,
         position: StreamPosition,
-        stop_file: str | None = None,
         window_seconds: float | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ):
         self.source = source
         self.stream_id = source.id
         self.stats = StreamStats()
-        self._chunking = chunking
         self._connector: Connector = source.connector()
         self._deadline = position.deadline
-        self._end_offset = position.end_offset
-        self._stop_file = stop_file
+        self._stop_requested = stop_requested
         self._on_eof = source.on_eof or ("stop" if self._connector.ends_at_eof else "reconnect")
         self._user_tags = dict(source.tags)
         self._lock = threading.Lock()
@@ -131,10 +119,15 @@ class StreamReader:
         self._retained: collections.deque[Chunk] = collections.deque()
         self._retained_bytes = 0
         self._next_seq = position.next_seq
-        self._next_offset = position.next_offset
-        self._pending = _PendingChunk()
+        self._cutter = ChunkCutter(
+            chunking.max_bytes,
+            chunking.max_seconds,
+            self._retain,
+            offset=position.next_offset,
+            window_seconds=window_seconds,
+            end_offset=position.end_offset,
+        )
         self._session = ""
-        self._session_tags: dict[str, str] = {}
         # A resumed restriction (seq > 0) means an earlier reader's session is gone.
         self._mark_discontinuity = position.next_seq > 0
         self._awaiting_first_byte = False
@@ -144,9 +137,6 @@ class StreamReader:
         self._session_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cut_timer: asyncio.TimerHandle | None = None
-        self._window_micros = int(window_seconds * 1e6) if window_seconds else 0
-        # The end of the pending chunk's window, in µs (with window_seconds).
-        self._pending_window_end = 0
         self._writing = False
         self._idle_watermark = 0.0
         # The next seq the SDF emits (set by watermark()); the hub's min_watermark() uses it.
@@ -200,14 +190,18 @@ class StreamReader:
         self._emitted_seq = next_seq
         return self._watermark(next_seq)
 
+    def current_watermark(self) -> float:
+        """watermark() at the seq the SDF last asked about (for the hub's min_watermark())."""
+        return self._watermark(self._emitted_seq)
+
     def _watermark(self, next_seq: int) -> float:
         now = time.time()
         with self._lock:
             waiting = self.chunk_unlocked(next_seq)
             if waiting is not None:
                 return waiting.event_time
-            if self._pending.data:
-                return self._pending.first_byte_time
+            if self._cutter.pending:
+                return self._cutter.first_byte_time
             if self._writing:
                 return self._idle_watermark
             self._idle_watermark = now
@@ -251,80 +245,64 @@ class StreamReader:
             # A seekable session resumed exactly at our offset: nothing can be missing.
             if self._connector.seekable:
                 self._mark_discontinuity = False
+        cutter = self._cutter
         now = time.time()
-        if self._end_offset is not None:
-            room = self._end_offset - self._next_offset - len(self._pending.data)
-            if len(data) >= room:
-                data = data[: max(room, 0)]
-                self._stopping = True
-        pending = self._pending
-        max_bytes = self._chunking.max_bytes
-        if whole and pending.data and len(pending.data) + len(data) > max_bytes:
-            self._cut()
-        if pending.data and self._window_micros and event_micros(now) >= self._pending_window_end:
-            self._cut()  # its window ended before these bytes came (the cut timer was late)
-        if not pending.data:
-            self._start_pending(now)
-        self.stats.bytes += len(data)
-        view = memoryview(data)
-        while view:
-            room = max_bytes - len(pending.data)
-            if whole and len(view) > room and not pending.data:
-                room = len(view)  # a single record larger than max_bytes stays whole
-            if not pending.data and len(view) >= room:
-                # A whole chunk within this read: cut straight from it, not through the pending
-                # buffer (one copy fewer; none when the read is exactly one chunk of bytes).
-                exact = len(view) == len(data) == room and type(data) is bytes
-                self._cut(data if exact else bytes(view[:room]))
-                self._start_pending(now)
-            else:
-                pending.data += view[:room]
-                if len(pending.data) >= max_bytes:
-                    self._cut()
-                    self._start_pending(now)
-            view = view[room:]
-        if pending.data and self._cut_timer is None and self._loop is not None:
-            self._cut_timer = self._loop.call_later(self._seconds_to_cut(now), self._on_cut_timer)
+        self.stats.bytes += cutter.write(data, now, whole)
+        if cutter.pending and self._cut_timer is None and self._loop is not None:
+            self._cut_timer = self._loop.call_later(cutter.due_at() - now, self._on_cut_timer)
+        if cutter.limit_reached:
+            self._stopping = True
         if self._stopping:
             self._finish()
-
-    def _start_pending(self, now: float) -> None:
-        self._pending.first_byte_time = now
-        if self._window_micros:
-            start = event_micros(now)
-            self._pending_window_end = start - start % self._window_micros + self._window_micros
-
-    def _seconds_to_cut(self, now: float) -> float:
-        """Seconds until the pending chunk is due: max_seconds old, or its window's end."""
-        due = self._pending.first_byte_time + self._chunking.max_seconds
-        if self._window_micros:
-            due = min(due, self._pending_window_end / 1e6)
-        return due - now
 
     def _on_cut_timer(self) -> None:
         """Cuts the pending chunk once it is due (re-arms for a younger one)."""
         self._cut_timer = None
-        if not self._pending.data or self._finished:
+        cutter = self._cutter
+        if not cutter.pending or self._finished:
             return
-        due = self._seconds_to_cut(time.time())
-        if due <= 0:
-            self._cut()
-        else:
-            self._cut_timer = self._loop.call_later(due, self._on_cut_timer)
+        now = time.time()
+        if not cutter.cut_if_due(now):
+            self._cut_timer = self._loop.call_later(cutter.due_at() - now, self._on_cut_timer)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        tags = dict(tags)
-        if tags != self._session_tags:
-            self._cut()
-            self._session_tags = tags
+        self._cutter.set_tags(tags)
 
     def room(self) -> int:
         """Bytes the chunk being filled can still take."""
-        return self._chunking.max_bytes - len(self._pending.data)
+        return self._cutter.room()
 
     async def wait_for_room(self) -> None:
         while self._retained_bytes > _BUFFER_LIMIT_BYTES and not self._finished:
             await asyncio.sleep(0.01)
+
+    def _retain(
+        self, payload: bytes, offset: int, first_byte_time: float, tags: Mapping[str, str]
+    ) -> None:
+        """The cutter's emit: numbers a cut chunk and keeps it until the runner commits it.
+
+        Retained before the cutter clears its pending bytes, so watermark() always sees these
+        bytes pending or retained, never neither.
+        """
+        chunk = make_chunk(
+            self.stream_id,
+            self._session,
+            self._next_seq,
+            offset,
+            payload,
+            first_byte_time,
+            self._mark_discontinuity,
+            {**self._user_tags, **tags},
+        )
+        if self._mark_discontinuity:
+            self.stats.discontinuities += 1
+        self._mark_discontinuity = False
+        with self._new_data:
+            self._retained.append(chunk)
+            self._retained_bytes += len(payload)
+            self._next_seq += 1
+            self.stats.chunks += 1
+            self._new_data.notify_all()
 
     # --- the reader's own life on the event loop -----------------------------------------------
 
@@ -347,7 +325,7 @@ class StreamReader:
                 self._start_session()
                 received_before = self.stats.bytes
                 self._session_task = asyncio.get_running_loop().create_task(
-                    self._connector.run_session(self, self._next_offset + len(self._pending.data))
+                    self._connector.run_session(self, self._cutter.next_byte_offset)
                 )
                 try:
                     await self._session_task
@@ -359,11 +337,11 @@ class StreamReader:
                 except (SourceError, OSError, asyncio.TimeoutError, EOFError) as error:
                     ended_by = _describe_error(error)
                     self._report_error(ended_by, permanent=isinstance(error, PermanentSourceError))
-                self._cut()
+                self._cutter.cut()
                 if self._finished:
                     break
                 if ended_by == "end of data" and self._on_eof == "stop":
-                    _LOGGER.info("%s: end of data at byte %d", self.stream_id, self._next_offset)
+                    _LOGGER.info("%s: end of data at byte %d", self.stream_id, self._cutter.offset)
                     self._finish()
                     break
                 if self.stats.bytes > received_before:
@@ -392,8 +370,10 @@ class StreamReader:
         """Ends the stream on its deadline or a stop request (cuts on time have their timer)."""
         while not self._finished:
             await asyncio.sleep(_TICK_SECONDS)
-            if self._stopping or _stop_requested(self._stop_file) or (
-                self._deadline is not None and time.time() >= self._deadline
+            if (
+                self._stopping
+                or (self._stop_requested is not None and self._stop_requested())
+                or (self._deadline is not None and time.time() >= self._deadline)
             ):
                 self._finish()
 
@@ -402,42 +382,10 @@ class StreamReader:
         while not self._finished and time.monotonic() < end:
             await asyncio.sleep(min(_TICK_SECONDS, end - time.monotonic()))
 
-    def _cut(self, payload: bytes | None = None) -> None:
-        """Turns the pending bytes into the next chunk (or `payload`, a whole chunk taken
-        straight from a read while nothing is pending)."""
-        pending = self._pending
-        if payload is None:
-            if not pending.data:
-                return
-            payload = bytes(pending.data)
-        chunk = make_chunk(
-            self.stream_id,
-            self._session,
-            self._next_seq,
-            self._next_offset,
-            payload,
-            pending.first_byte_time,
-            self._mark_discontinuity,
-            {**self._user_tags, **self._session_tags},
-        )
-        if self._mark_discontinuity:
-            self.stats.discontinuities += 1
-        self._mark_discontinuity = False
-        with self._new_data:
-            # Retained and cleared under the lock together: watermark() always sees these bytes
-            # either pending or retained, never neither.
-            self._retained.append(chunk)
-            pending.data.clear()
-            self._retained_bytes += len(payload)
-            self._next_seq += 1
-            self._next_offset += len(payload)
-            self.stats.chunks += 1
-            self._new_data.notify_all()
-
     def _finish(self) -> None:
         if self._finished:
             return
-        self._cut()
+        self._cutter.cut()
         with self._new_data:
             self._finished = True
             self._new_data.notify_all()
@@ -452,15 +400,6 @@ class StreamReader:
         log("%s: %s (%s); will retry", self.stream_id, message, self._connector.describe())
 
 
-def event_micros(epoch_seconds: float) -> int:
-    """An event time in µs, truncated as Beam's Timestamp.of() does when it windows the chunks.
-
-    Computed here rather than through Timestamp.of(), which cost ~6% of a fast reader's time
-    (tests/io/test_runtime.py checks that the two agree).
-    """
-    return int(epoch_seconds * 1_000_000)
-
-
 def _describe_error(error: BaseException) -> str:
     if isinstance(error, SourceError):
         return str(error)
@@ -471,123 +410,3 @@ def _describe_error(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-# --- the hub: one event loop and the readers of this worker process ---------------------------
-
-_STOP = threading.Event()
-
-
-def request_stop() -> None:
-    """Asks every stream in this process to cut what it has received and finish (Ctrl-C)."""
-    _STOP.set()
-
-
-def clear_stop() -> None:
-    """Forgets an earlier stop request (a new capture starts in this process)."""
-    _STOP.clear()
-
-
-_STOP_FILES: dict[str, tuple[float, bool]] = {}  # path -> (checked at, existed)
-
-
-def _stop_requested(stop_file: str | None) -> bool:
-    if _STOP.is_set():
-        return True
-    if stop_file is None:
-        return False
-    now = time.monotonic()
-    checked_at, existed = _STOP_FILES.get(stop_file, (-1e9, False))
-    if not existed and now - checked_at >= _STOP_FILE_CHECK_SECONDS:
-        existed = os.path.exists(stop_file)
-        _STOP_FILES[stop_file] = (now, existed)
-    return existed
-
-
-def _freeze_long_lived() -> None:
-    """Moves the objects of a running capture out of the garbage collector's sight.
-
-    Readers, connections and the runner's machinery live as long as the capture; every full
-    collection walked them all again: at 1,000 streams one took ~0.45 s of the GIL, about one
-    every 10 s. Frozen, they are still freed when unreferenced; only cycles among them are not.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-class _Hub:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.readers: dict[str, StreamReader] = {}
-        # Stats of streams whose capture ended in this process, for the final summary.
-        self.finished: dict[str, StreamStats] = {}
-        self._min_watermark = 0.0
-        self._min_watermark_at = -1e9
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="streamtap-io", daemon=True)
-            thread.start()
-            loop.call_soon_threadsafe(loop.call_later, _FREEZE_AFTER_SECONDS, _freeze_long_lived)
-            self._loop = loop
-        return self._loop
-
-    def attach(
-        self,
-        source: SourceConfig,
-        chunking: ChunkSettings,
-        position: StreamPosition,
-        stop_file: str | None,
-        window_seconds: float | None = None,
-    ) -> StreamReader:
-        """The reader serving `position` of this stream; starts one if needed.
-
-        window_seconds: cut chunks where these fixed windows end too (see StreamReader).
-        """
-        with self._lock:
-            reader = self.readers.get(source.id)
-            if reader is not None and reader.sync(position):
-                return reader
-            if reader is not None:
-                _LOGGER.warning(
-                    "%s: restarting the reader at seq %d (it was elsewhere)",
-                    source.id,
-                    position.next_seq,
-                )
-                reader.stop()
-            reader = StreamReader(source, chunking, position, stop_file, window_seconds)
-            reader.start(self._event_loop())
-            self.readers[source.id] = reader
-            return reader
-
-    def min_watermark(self, max_age: float = 0.1) -> float:
-        """The lowest watermark of all streams read in this process (epoch seconds).
-
-        Recomputed at most every `max_age` seconds. A cached value stays a valid lower bound:
-        every stream's watermark only moves forward, and a stream that starts later starts later.
-        """
-        now = time.monotonic()
-        if now - self._min_watermark_at < max_age:
-            return self._min_watermark
-        with self._lock:
-            readers = list(self.readers.values())
-        value = min((r._watermark(r._emitted_seq) for r in readers), default=time.time())
-        self._min_watermark, self._min_watermark_at = value, now
-        return value
-
-    def release(self, reader: StreamReader) -> None:
-        """Forgets a finished reader whose last chunk was committed."""
-        with self._lock:
-            if self.readers.get(reader.stream_id) is reader:
-                del self.readers[reader.stream_id]
-                self.finished[reader.stream_id] = reader.stats
-
-
-_HUB = _Hub()
-
-
-def hub() -> _Hub:
-    return _HUB
-

@@ -1,85 +1,33 @@
-"""Tests of the `http` source connector against real HTTP(S) servers on loopback."""
+"""Tests of the `http` source against real HTTP(S) servers on loopback: the HTTP/1.1 client
+(bodies, framing, redirects, errors, TLS, timeouts), the connector and its config.
+
+ICY metadata: test_icy.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import random
 import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.io.http_servers import (
-    LoopbackServer,
-    RecordingSink,
-    Request,
-    chunked,
-    head,
-    icy_body,
-    write_slowly,
-)
 
 from streamtap.errors import SourceError
-from streamtap.io.sources.http import HttpSource, _stream_title
-
-RUN_LIMIT = 20.0  # seconds any one session may take before the test fails
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-@dataclass
-class Outcome:
-    sink: RecordingSink
-    requests: list[Request]
-    error: SourceError | None
-    seconds: float
-
-
-def capture(
-    handler,
-    path: str = "/stream",
-    url: Callable[[LoopbackServer], str] | None = None,
-    server_ssl: ssl.SSLContext | None = None,
-    sink: RecordingSink | None = None,
-    **fields,
-) -> Outcome:
-    """Runs one session of an HttpSource against a fresh loopback server running `handler`."""
-
-    async def scenario() -> Outcome:
-        async with LoopbackServer(handler, server_ssl) as server:
-            source = HttpSource(id="radio", url=url(server) if url else server.url(path), **fields)
-            assert source.validate("sources[0]") == []
-            record = sink or RecordingSink()
-            started = time.monotonic()
-            error = None
-            try:
-                await asyncio.wait_for(source.connector().run_session(record, 0), RUN_LIMIT)
-            except SourceError as raised:
-                error = raised
-            return Outcome(record, server.requests, error, time.monotonic() - started)
-
-    return asyncio.run(scenario())
-
-
-def body_handler(response: bytes, step: int | None = None):
-    """A handler that sends `response` (head and body) and closes; `step`-byte writes if given."""
-
-    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
-        if step:
-            await write_slowly(writer, response, step)
-        else:
-            writer.write(response)
-            await writer.drain()
-
-    return handle
-
+from streamtap.io.sources.http import HttpSource
+from tests.io.sources.http_servers import (
+    RUN_LIMIT,
+    LoopbackServer,
+    RecordingSink,
+    body_handler,
+    capture,
+    chunked,
+    head,
+    payload,
+)
 
 # --- bodies --------------------------------------------------------------------------------------
 
@@ -373,134 +321,6 @@ def test_unreachable_port_is_a_source_error():
 
     with pytest.raises(SourceError, match="cannot connect to 127.0.0.1:"):
         asyncio.run(source.connector().run_session(RecordingSink(), 0))
-
-
-# --- ICY metadata --------------------------------------------------------------------------------
-
-
-def title_block(title: bytes, url: bytes = b"") -> bytes:
-    return b"StreamTitle='" + title + b"';StreamUrl='" + url + b"';"
-
-
-def test_icy_metadata_is_stripped_byte_exact_with_one_byte_writes():
-    audio = payload(64 * 20 + 17, seed=5)
-    blocks = {
-        0: title_block(b"First"),
-        1: title_block(b"First"),  # repeated: no tag change
-        4: title_block(b"It's Rock 'n' Roll", b"http://x/';y"),
-        9: b"StreamTitle='';",
-    }
-    response = head(
-        "HTTP/1.0 200 OK",
-        {"Content-Type": "audio/mpeg", "icy-metaint": "64", "icy-name": "Test FM"},
-    )
-
-    outcome = capture(body_handler(response + icy_body(audio, 64, blocks), step=1))
-
-    assert outcome.error is None
-    assert bytes(outcome.sink.data) == audio
-    assert outcome.sink.titles() == [
-        (0, None),
-        (64, "First"),
-        (5 * 64, "It's Rock 'n' Roll"),
-        (10 * 64, ""),
-    ]
-    assert outcome.sink.tag_changes[1][1] == {
-        "content_type": "audio/mpeg",
-        "icy_name": "Test FM",
-        "icy_title": "First",
-    }
-
-
-@pytest.mark.parametrize("framing", ["one-write", "random-chunks"])
-def test_icy_metadata_is_stripped_from_large_writes_and_any_chunking(framing):
-    metaint = 16_000
-    audio = payload(3 * 1024 * 1024, seed=6)
-    titles = {k: b"Song %d" % k for k in range(0, 200, 10)}
-    blocks = {k: title_block(t) for k, t in titles.items()}
-    body = icy_body(audio, metaint, blocks)
-    if framing == "one-write":
-        response = head(headers={"icy-metaint": str(metaint)}) + body
-    else:
-        rng = random.Random(7)
-        pieces, start = [], 0
-        while start < len(body):
-            size = rng.choice([1, 2, 15, 16, 17, 1000, 16_001, 70_000])
-            pieces.append(body[start : start + size])
-            start += size
-        response = head(headers={"icy-metaint": str(metaint), "Transfer-Encoding": "chunked"})
-        response += chunked(pieces)
-
-    outcome = capture(body_handler(response))
-
-    assert outcome.error is None
-    assert bytes(outcome.sink.data) == audio
-    expected = [(0, None)] + [((k + 1) * metaint, t.decode()) for k, t in titles.items()]
-    assert outcome.sink.titles() == expected
-
-
-def test_shoutcast_icy_status_line_and_latin1_title():
-    audio = payload(5000, seed=8)
-    blocks = {1: title_block("Café del Mar".encode("latin-1"))}
-    response = (
-        b"ICY 200 OK\r\n"
-        b"icy-notice1:<BR>This stream requires Winamp<BR>\r\n"
-        b"icy-name:Shout One\r\n"
-        b"icy-metaint:1000\r\n"
-        b"content-type:audio/aacp\r\n"
-        b"\r\n"
-    ) + icy_body(audio, 1000, blocks)
-
-    outcome = capture(body_handler(response))
-
-    assert outcome.error is None
-    assert bytes(outcome.sink.data) == audio
-    assert outcome.sink.tag_changes == [
-        (0, {"content_type": "audio/aacp", "icy_name": "Shout One"}),
-        (
-            2000,
-            {"content_type": "audio/aacp", "icy_name": "Shout One", "icy_title": "Café del Mar"},
-        ),
-    ]
-
-
-def test_connection_ending_inside_an_icy_metadata_block_is_a_source_error():
-    audio = payload(300, seed=9)
-    body = icy_body(audio, 100, {0: title_block(b"A"), 1: title_block(b"B" * 40)})
-    cut = body[: 100 + 1 + 32 + 100 + 1 + 20]  # 20 bytes into the second block
-
-    outcome = capture(body_handler(head(headers={"icy-metaint": "100"}) + cut))
-
-    assert isinstance(outcome.error, SourceError)
-    assert "inside an ICY metadata block (20 of 80 bytes)" in str(outcome.error)
-    assert bytes(outcome.sink.data) == audio[:200]
-    assert outcome.sink.titles() == [(0, None), (100, "A")]
-
-
-@pytest.mark.parametrize("metaint", ["abc", "0", "-5", "1.5"])
-def test_bad_icy_metaint_is_a_source_error(metaint):
-    outcome = capture(body_handler(head(headers={"icy-metaint": metaint}) + b"x" * 100))
-
-    assert isinstance(outcome.error, SourceError)
-    assert f"icy-metaint {metaint!r} is not a positive integer" in str(outcome.error)
-    assert outcome.sink.data == b""
-
-
-@pytest.mark.parametrize(
-    "raw, title",
-    [
-        (b"StreamTitle='Artist - Song';StreamUrl='';\0\0\0", "Artist - Song"),
-        (b"StreamTitle='It's here';", "It's here"),
-        (b"StreamUrl='http://a';StreamTitle='B';", "B"),
-        (b"StreamTitle='no semicolon'", "no semicolon"),
-        ("StreamTitle='Björk – Jóga';".encode(), "Björk – Jóga"),
-        ("StreamTitle='Björk';".encode("latin-1"), "Björk"),
-        (b"StreamUrl='only a url';", None),
-        (b"garbage", None),
-    ],
-)
-def test_stream_title_parsing(raw, title):
-    assert _stream_title(raw) == title
 
 
 # --- https ---------------------------------------------------------------------------------------

@@ -1,0 +1,271 @@
+"""Reading an HTTP/1.x response of the `http` source: its head and its body, byte for byte.
+
+The head: a status line (`HTTP/1.0`, `HTTP/1.1`, or Shoutcast v1's `ICY 200 OK`, which HTTP
+libraries reject), interim 1xx responses skipped, headers with obsolete line folding, UTF-8 or
+latin-1 values. The body, delimited as RFC 9112 section 6.3 says: no body (204, 304), chunked
+transfer coding (parsed strictly: framing errors are errors, not data), Content-Length, or until
+the server closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from streamtap.errors import SourceError
+from streamtap.io.sources.http.connection import MAX_HEAD_BYTES, READ_SIZE, Connection, Target
+
+__all__ = [
+    "TOKEN",
+    "Body",
+    "Head",
+    "body_for",
+    "decode_text",
+    "malformed",
+    "read_head",
+    "read_header_lines",
+]
+
+_MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
+_NO_BODY_STATUSES = frozenset({204, 304})
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]|ICY) ([0-9]{3})(?: (.*))?")
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Head:
+    """Status line and headers of a response. Header names are lowercase."""
+
+    version: str
+    status: int
+    reason: str
+    headers: dict[str, list[str]]
+
+    def get(self, name: str) -> str | None:
+        """The header's value (repeated headers joined by ", "), or None."""
+        values = self.headers.get(name)
+        return ", ".join(values) if values else None
+
+
+def decode_text(raw: bytes) -> str:
+    """UTF-8 if it is valid UTF-8, else latin-1 (which old Shoutcast servers send)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def malformed(target: Target, problem: str) -> SourceError:
+    return SourceError(f"malformed HTTP response from {target.where}: {problem}")
+
+
+async def read_header_lines(conn: Connection, what: str) -> list[bytes]:
+    """Lines up to the empty line that ends a header section, without line ends.
+
+    Raises asyncio.IncompleteReadError if the stream ends first.
+    """
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            line = await conn.read_line(what)
+        except asyncio.IncompleteReadError as error:
+            # Report everything received, not just the unfinished line.
+            raise asyncio.IncompleteReadError(b"".join(lines) + error.partial, None) from None
+        size += len(line)
+        if size > MAX_HEAD_BYTES:
+            raise malformed(conn.target, f"{what} is longer than {MAX_HEAD_BYTES} bytes")
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if not line:
+            return lines
+        lines.append(line)
+
+
+def _parse_headers(lines: list[bytes], target: Target, what: str) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    last: str | None = None
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and last is not None:
+            # Obsolete line folding: the line continues the previous header's value.
+            headers[last][-1] += " " + decode_text(line.strip(b" \t"))
+            continue
+        raw_name, colon, raw_value = line.partition(b":")
+        name = raw_name.decode("latin-1")
+        if not colon or not TOKEN.fullmatch(name):
+            raise malformed(target, f"bad line in the {what}: {line[:80]!r}")
+        last = name.lower()
+        headers.setdefault(last, []).append(decode_text(raw_value.strip(b" \t")))
+    return headers
+
+
+async def read_head(conn: Connection) -> Head:
+    """Reads the status line and headers, skipping interim 1xx responses."""
+    target = conn.target
+    while True:
+        try:
+            lines = await read_header_lines(conn, "response header section")
+        except asyncio.IncompleteReadError as error:
+            if not error.partial:
+                raise SourceError(
+                    f"{target.where} closed the connection without sending a response; "
+                    "is the URL right (http vs https, port)?"
+                ) from None
+            raise malformed(target, "the connection ended inside the response headers") from None
+        if not lines:
+            raise malformed(target, "empty status line")
+        match = _STATUS_LINE.fullmatch(lines[0])
+        if not match:
+            raise malformed(
+                target,
+                f"status line {lines[0][:80]!r} is not HTTP/1.x or ICY; is this an HTTP server "
+                "(and is the scheme right: http vs https)?",
+            )
+        status = int(match.group(2))
+        if 100 <= status < 200:
+            continue
+        return Head(
+            version=match.group(1).decode("ascii"),
+            status=status,
+            reason=(match.group(3) or b"").decode("latin-1").strip(),
+            headers=_parse_headers(lines[1:], target, "response headers"),
+        )
+
+
+# --- bodies --------------------------------------------------------------------------------------
+
+
+class Body:
+    """Reads a response body piece by piece; read() returns b"" at its clean end."""
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
+        self.received = 0  # body bytes so far, framing excluded
+
+    async def read(self) -> bytes:
+        raise NotImplementedError
+
+    def _cut_off(self, detail: str = "") -> SourceError:
+        return SourceError(
+            f"{self._conn.target.where}: server closed the connection mid-stream after "
+            f"{self.received} bytes{detail}; the session is incomplete"
+        )
+
+
+class _EmptyBody(Body):
+    async def read(self) -> bytes:
+        return b""
+
+
+class _UntilCloseBody(Body):
+    """No length given: the body ends when the server closes the connection."""
+
+    async def read(self) -> bytes:
+        data = await self._conn.read_some()
+        self.received += len(data)
+        return data
+
+
+class _LengthBody(Body):
+    """A body of Content-Length bytes."""
+
+    def __init__(self, conn: Connection, length: int):
+        super().__init__(conn)
+        self._length = length
+
+    async def read(self) -> bytes:
+        left = self._length - self.received
+        if left == 0:
+            return b""
+        data = await self._conn.read_some(min(left, READ_SIZE))
+        if not data:
+            raise self._cut_off(f" of {self._length} (Content-Length)")
+        self.received += len(data)
+        return data
+
+
+class _ChunkedBody(Body):
+    """A `Transfer-Encoding: chunked` body, parsed strictly (RFC 9112, section 7.1)."""
+
+    def __init__(self, conn: Connection):
+        super().__init__(conn)
+        self._chunk_left = 0  # data bytes left in the current chunk
+        self._done = False
+
+    async def read(self) -> bytes:
+        if self._done:
+            return b""
+        try:
+            if self._chunk_left == 0:
+                size = await self._read_chunk_size()
+                if size == 0:
+                    await self._read_trailers()
+                    self._done = True
+                    return b""
+                self._chunk_left = size
+            data = await self._conn.read_some(min(self._chunk_left, READ_SIZE))
+            if not data:
+                raise self._cut_off(" (inside a chunk)")
+            self._chunk_left -= len(data)
+            self.received += len(data)
+            if self._chunk_left == 0:
+                await self._read_chunk_end()
+            return data
+        except asyncio.IncompleteReadError:
+            raise self._cut_off(" (inside the chunked framing)") from None
+
+    async def _read_chunk_size(self) -> int:
+        line = await self._conn.read_line("a chunk-size line")
+        if len(line) > _MAX_CHUNK_LINE:
+            raise self._bad(f"chunk-size line longer than {_MAX_CHUNK_LINE} bytes")
+        if not line.endswith(b"\r\n"):
+            raise self._bad(f"chunk-size line {line[:40]!r} does not end with CRLF")
+        # Extensions (";name=value") carry nothing we need; whitespace may precede them.
+        size_text = line[:-2].split(b";", 1)[0].rstrip(b" \t")
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise self._bad(f"bad chunk size {line[:40]!r} (expected hex digits)")
+        return int(size_text, 16)
+
+    async def _read_chunk_end(self) -> None:
+        end = await self._conn.read_exactly(2)
+        if end != b"\r\n":
+            raise self._bad(f"missing CRLF after chunk data (got {end!r})")
+
+    async def _read_trailers(self) -> None:
+        # Trailer fields (if any) end with an empty line; they carry nothing we capture.
+        await read_header_lines(self._conn, "chunked trailer section")
+
+    def _bad(self, problem: str) -> SourceError:
+        return SourceError(
+            f"malformed chunked encoding from {self._conn.target.where} after {self.received} "
+            f"bytes: {problem}"
+        )
+
+
+def body_for(conn: Connection, head: Head) -> Body:
+    """Chooses how the body is delimited (RFC 9112, section 6.3)."""
+    target = conn.target
+    if head.status in _NO_BODY_STATUSES:
+        return _EmptyBody(conn)
+    transfer_encoding = head.get("transfer-encoding")
+    if transfer_encoding is not None:
+        codings = [c.strip().lower() for c in transfer_encoding.split(",") if c.strip()]
+        if codings == ["chunked"]:
+            return _ChunkedBody(conn)
+        if all(c == "identity" for c in codings):
+            return _UntilCloseBody(conn)
+        raise SourceError(
+            f"{target.where} sent Transfer-Encoding {transfer_encoding!r}, which streamtap cannot "
+            "decode (only chunked); check the server or proxy settings"
+        )
+    lengths = head.headers.get("content-length")
+    if lengths:
+        values = {v.strip() for value in lengths for v in value.split(",")}
+        if len(values) != 1 or not next(iter(values)).isdigit():
+            raise malformed(target, f"bad Content-Length {', '.join(lengths)!r}")
+        return _LengthBody(conn, int(values.pop()))
+    return _UntilCloseBody(conn)
