@@ -2,7 +2,8 @@
 
 Everything that names types is derived from here: the `type:` keys a config accepts, the capture
 locations `streamtap verify` and `reassemble` read (each sink's `location_schemes`), the CLI's
-help and the README's config reference. Adding a plug-in is its module plus one line below.
+help and the README's config reference; `streamtap run` chooses its runner plug-in here (the
+contract: streamtap.pipelines.runners.base). Adding a plug-in is its module plus one line below.
 
 Library users and tests extend the set without editing this file:
 
@@ -27,6 +28,10 @@ from streamtap.io.sources.http import HttpSource
 from streamtap.io.sources.synthetic import SyntheticSource
 from streamtap.io.sources.tcp import TcpListenSource, TcpSource
 from streamtap.io.sources.udp import UdpSource
+from streamtap.pipelines.runners.base import Runner
+from streamtap.pipelines.runners.flink import Flink
+from streamtap.pipelines.runners.prism import Prism
+from streamtap.pipelines.runners.spark import Spark
 from streamtap.transforms.tagging import TagTransform
 
 __all__ = ["PLUGINS", "Plugins", "load_config", "parse_config", "read_capture"]
@@ -34,11 +39,13 @@ __all__ = ["PLUGINS", "Plugins", "load_config", "parse_config", "read_capture"]
 
 @dataclass(frozen=True)
 class Plugins:
-    """A set of plug-ins: the config classes of sources, sinks and transforms (by `type_name`)."""
+    """A set of plug-ins: the config classes of sources, sinks and transforms (by `type_name`),
+    and the runner plug-ins (by the `--runner` names they answer to)."""
 
     sources: tuple[type[SourceConfig], ...]
     sinks: tuple[type[SinkConfig], ...]
     transforms: tuple[type[TransformConfig], ...]
+    runners: tuple[type[Runner], ...] = ()
 
     def config_classes(self, base: type) -> Mapping[str, type]:
         """{type name: class} of one kind (SourceConfig, SinkConfig or TransformConfig)."""
@@ -52,13 +59,24 @@ class Plugins:
         sources: Sequence[type[SourceConfig]] = (),
         sinks: Sequence[type[SinkConfig]] = (),
         transforms: Sequence[type[TransformConfig]] = (),
+        runners: Sequence[type[Runner]] = (),
     ) -> Plugins:
-        """These plug-ins plus more (a later class replaces one of the same type name)."""
+        """These plug-ins plus more (a later class replaces one of the same type name, a later
+        runner one that answers to the same names)."""
         return Plugins(
             sources=(*self.sources, *sources),
             sinks=(*self.sinks, *sinks),
             transforms=(*self.transforms, *transforms),
+            runners=(*self.runners, *runners),
         )
+
+    def runner(self, name: str | None) -> Runner | None:
+        """The runner plug-in that answers to `--runner=name` (the last one listed), or None:
+        Beam then runs that runner as given (FnApiRunner, ...)."""
+        for runner in reversed(self.runners):
+            if runner.answers_to(name):
+                return runner()
+        return None
 
     def load_config(self, path: str | Path) -> PipelineConfig:
         """Reads and validates a YAML config file. Raises ConfigError listing every problem."""
@@ -86,6 +104,7 @@ PLUGINS = Plugins(
     sources=(HttpSource, TcpSource, TcpListenSource, UdpSource, FileSource, SyntheticSource),
     sinks=(ParquetSink, KafkaSink),
     transforms=(TagTransform,),
+    runners=(Prism, Flink, Spark),
 )
 
 load_config = PLUGINS.load_config

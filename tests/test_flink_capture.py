@@ -20,7 +20,7 @@ import pytest
 from streamtap.plugins import parse_config
 from streamtap.io.sinks.parquet.sink import capture_files
 from streamtap.io.sources.synthetic import SyntheticSource, synthetic_bytes
-from streamtap.pipelines.flink import flink_defaults
+from streamtap.pipelines.runners.flink import Flink
 from streamtap.errors import RunError
 from streamtap.pipelines.run import run_capture
 from tests.fixtures.flink import taskmanager_of_job
@@ -317,13 +317,13 @@ def test_external_workers_from_the_clusters_worker_pool_are_byte_exact(flink_env
     this process, as with LOOPBACK), and the bounded batch capture is byte-exact."""
     pool = flink_env.process_ids()["worker-pool"]
     master = f"--flink_master={flink_env.flink_master}"
-    filled = flink_defaults(["--runner=FlinkRunner", master, "--parallelism=2",
-                             "--environment_type=EXTERNAL"])
+    filled = Flink().defaults(["--runner=FlinkRunner", master, "--parallelism=2",
+                               "--environment_type=EXTERNAL"])
     assert f"--environment_config={flink_env.worker_pool}" in filled
     assert "--sdk_worker_parallelism=2" in filled  # min(slots per TaskManager, parallelism)
     with pytest.raises(RunError, match="worker pool"):
-        flink_defaults(["--runner=FlinkRunner", "--flink_master=127.0.0.1:1",
-                        "--job_endpoint=127.0.0.1:2", "--environment_type=EXTERNAL"])
+        Flink().defaults(["--runner=FlinkRunner", "--flink_master=127.0.0.1:1",
+                          "--job_endpoint=127.0.0.1:2", "--environment_type=EXTERNAL"])
 
     capture_dir = tmp_path / "capture"
     payloads = [os.urandom(3_000_000) for _ in range(3)]

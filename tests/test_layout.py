@@ -2,8 +2,9 @@
 
 cli -> pipelines, captures, services -> plugins -> io, transforms -> config, chunk, errors.
 Nothing in io/, transforms/, pipelines/ or config/ imports services/ (local infrastructure for
-demos and tests), and no two modules import each other, directly or around a loop, including
-imports inside functions.
+demos and tests; services/ may use pipelines/runners/), runner plug-ins import neither the
+plug-in list nor the rest of pipelines/, and no two modules import each other, directly or around
+a loop, including imports inside functions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ FORBIDDEN = {
     "streamtap.transforms": ("streamtap.services", "streamtap.pipelines", "streamtap.plugins",
                              "streamtap.cli", "streamtap.captures"),
     "streamtap.pipelines": ("streamtap.services", "streamtap.cli"),
+    # Runner plug-ins are listed in plugins.py, which run.py chooses through: below both.
+    "streamtap.pipelines.runners": ("streamtap.plugins", "streamtap.pipelines.run",
+                                    "streamtap.pipelines.capture", "streamtap.captures"),
     "streamtap.config": ("streamtap.io", "streamtap.transforms", "streamtap.pipelines",
                          "streamtap.services", "streamtap.plugins", "streamtap.cli",
                          "streamtap.captures"),

@@ -2,8 +2,8 @@
 
 The cluster (Master, 1 Worker, Beam Spark job server) is started once for the session by the
 `spark` fixture. Beam's portable Spark runner runs batch pipelines only, so every capture here is
-bounded (`--duration`, or `max_bytes` on every source). Options come from
-streamtap.pipelines.spark.spark_defaults: it finds the cluster's job server and picks LOOPBACK
+bounded (`--duration`, or `max_bytes` on every source). Options come from the Spark runner
+plug-in (streamtap.pipelines.runners.spark): it finds the cluster's job server and picks LOOPBACK
 workers (the Python SDK workers run in the capturing process, executors call them over loopback).
 """
 
@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from streamtap.errors import RunError
 from streamtap.pipelines.run import run_capture
-from streamtap.pipelines.spark import check_spark_bounded, spark_defaults
+from streamtap.pipelines.runners.spark import Spark
 from tests.fixtures.spark import spark, spark_env  # noqa: F401  (fixtures)
 from tests.helpers import (
     CaptureProcess,
@@ -38,24 +38,24 @@ def _completed_apps(service) -> set[str]:
 
 
 def test_spark_defaults_use_the_running_cluster(spark_env):
-    args = spark_defaults(["--runner=SparkRunner",
-                           f"--spark_master_url={spark_env.master_url}"])
+    args = Spark().defaults(["--runner=SparkRunner",
+                             f"--spark_master_url={spark_env.master_url}"])
     assert f"--job_endpoint={spark_env.job_endpoint}" in args
     assert "--environment_type=LOOPBACK" in args
     assert any(arg.startswith("--files_to_stage=") for arg in args)
-    assert spark_defaults(args) == args  # idempotent: run_capture may fill them again
-    assert spark_defaults(["--runner=FnApiRunner"]) == ["--runner=FnApiRunner"]
+    assert Spark().defaults(args) == args  # idempotent: run_capture may fill them again
+    assert Spark().defaults(["--runner=FnApiRunner"]) == ["--runner=FnApiRunner"]
 
 
 def test_spark_runner_refuses_what_it_cannot_run():
     with pytest.raises(RunError, match="bounded captures only"):
-        check_spark_bounded(PipelineOptions(["--runner=SparkRunner"]), bounded=False)
-    check_spark_bounded(PipelineOptions(["--runner=SparkRunner"]), bounded=True)
-    check_spark_bounded(PipelineOptions(["--runner=FlinkRunner"]), bounded=False)
+        Spark().check(PipelineOptions(["--runner=SparkRunner"]), bounded=False)
+    Spark().check(PipelineOptions(["--runner=SparkRunner"]), bounded=True)
+    Spark().check(PipelineOptions(["--runner=FlinkRunner"]), bounded=False)
     with pytest.raises(RunError, match="environment_type"):
-        spark_defaults(["--runner=SparkRunner", "--spark_master_url=spark://10.1.2.3:7077"])
+        Spark().defaults(["--runner=SparkRunner", "--spark_master_url=spark://10.1.2.3:7077"])
     with pytest.raises(RunError, match="spark://HOST:PORT"):
-        spark_defaults(["--runner=SparkRunner", "--spark_master_url=yarn"])
+        Spark().defaults(["--runner=SparkRunner", "--spark_master_url=yarn"])
 
 
 def test_bounded_file_and_tcp_capture_on_spark_is_byte_exact(spark_env, tmp_path):
@@ -81,8 +81,8 @@ def test_bounded_file_and_tcp_capture_on_spark_is_byte_exact(spark_env, tmp_path
     try:
         code = run_capture(
             config,
-            spark_defaults(["--runner=SparkRunner",
-                            f"--spark_master_url={spark_env.master_url}"]),
+            Spark().defaults(["--runner=SparkRunner",
+                              f"--spark_master_url={spark_env.master_url}"]),
             duration=60, status_interval=0, out=out,
         )
     finally:

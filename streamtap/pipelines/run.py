@@ -1,5 +1,10 @@
 """Runs a capture: chooses the runner, starts the pipeline, shows status, stops it cleanly.
 
+The runner is chosen through the runner plug-ins (`streamtap.plugins`, contract in
+streamtap.pipelines.runners.base): the one that answers to `--runner` (default PrismRunner) fills
+in its options, refuses what it cannot run and watches the job; any other Beam runner
+(FnApiRunner, ...) runs as given.
+
 Stopping: the first Ctrl-C / SIGTERM asks every stream to cut what it has received and end, so the
 pipeline drains (every window is written) and the process exits 0. A second one cancels the job.
 """
@@ -7,7 +12,6 @@ pipeline drains (every window is written) and the process exits 0. A second one 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -17,60 +21,30 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (
-    PipelineOptions,
-    PrismRunnerOptions,
-    StandardOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
 from streamtap.config import PipelineConfig
 from streamtap.errors import RunError
 from streamtap.io.hub import clear_stop, request_stop
 from streamtap.pipelines.capture import build_capture, resume_positions
-from streamtap.pipelines.flink import flink_defaults, watch_flink_job
-from streamtap.pipelines.spark import check_spark_bounded, spark_defaults
+from streamtap.plugins import PLUGINS, Plugins
 from streamtap.status import StatusPrinter, summary_lines
 
-__all__ = ["RunError", "find_prism", "pipeline_options", "run_capture"]
+__all__ = ["RunError", "DEFAULT_RUNNER", "pipeline_options", "run_capture"]
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_RUNNER = "PrismRunner"
-_PRISM_RUNNERS = ("PrismRunner", "DirectRunner")
 
 
-def find_prism() -> str | None:
-    """The Prism binary: $STREAMTAP_PRISM, the repo's .prism/prism (make install), or PATH."""
-    candidates = [
-        os.environ.get("STREAMTAP_PRISM"),
-        str(Path(__file__).resolve().parents[2] / ".prism" / "prism"),
-        shutil.which("prism"),
-    ]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options from the command line, with streamtap's runner defaults filled in."""
-    options = PipelineOptions(spark_defaults(flink_defaults(beam_args)))
-    standard = options.view_as(StandardOptions)
-    if not standard.runner:
-        standard.runner = DEFAULT_RUNNER
-    if standard.runner in _PRISM_RUNNERS:
-        prism = options.view_as(PrismRunnerOptions)
-        if not prism.prism_location:
-            location = find_prism()
-            if location is None:
-                raise RunError(
-                    "Prism (the local streaming runner) was not found: run `make install`, or "
-                    "set STREAMTAP_PRISM or --prism_location to the prism binary, or choose "
-                    "another runner with --runner"
-                )
-            prism.prism_location = location
-    return options
+def pipeline_options(beam_args: Sequence[str], plugins: Plugins = PLUGINS) -> PipelineOptions:
+    """Beam options from the command line, with the chosen runner's defaults filled in."""
+    args = list(beam_args)
+    if not PipelineOptions(args).view_as(StandardOptions).runner:
+        args.append(f"--runner={DEFAULT_RUNNER}")
+    plugin = plugins.runner(PipelineOptions(args).view_as(StandardOptions).runner)
+    return PipelineOptions(plugin.defaults(args) if plugin else args)
 
 
 def reader_parallelism(options: PipelineOptions) -> int:
@@ -90,18 +64,22 @@ def run_capture(
     duration: float | None = None,
     status_interval: float = 10.0,
     out: TextIO = sys.stderr,
+    plugins: Plugins = PLUGINS,
 ) -> int:
     """Runs the capture until it ends (duration, byte limits, EOF) or is stopped.
 
-    Returns the process exit code: 0 when the pipeline finished and wrote everything.
+    Returns the process exit code: 0 when the pipeline finished and wrote everything. Raises
+    RunError when the chosen runner cannot run it (the message says what to change).
     """
-    options = pipeline_options(beam_args)
+    options = pipeline_options(beam_args, plugins)
+    plugin = plugins.runner(options.view_as(StandardOptions).runner)
     clear_stop()
     streaming = options.view_as(StandardOptions).streaming
     bounded = not streaming and (
         duration is not None or all(source.max_bytes for source in config.sources)
     )
-    check_spark_bounded(options, bounded)
+    if plugin is not None:
+        plugin.check(options, bounded)
     run_dir = Path(tempfile.mkdtemp(prefix="streamtap-run-"))
     stop_file = run_dir / "STOP"
     start_positions = resume_positions(config)
@@ -133,7 +111,8 @@ def run_capture(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    watch_flink_job(options, [source.id for source in config.sources])
+    if plugin is not None:
+        plugin.watch(options, [source.id for source in config.sources])
 
     finished = threading.Event()
     outcome: dict[str, object] = {}

@@ -4,9 +4,10 @@ Every node runs combined (`process.roles=broker,controller`), so N nodes form an
 quorum and a cluster of N brokers. With N >= 3 topics default to replication factor 3 and
 `min.insync.replicas=2`, so a producer with acks=all keeps writing while one broker is down.
 
-The jars come from Maven Central on first use (`mvn dependency:copy-dependencies` on a generated
-pom) into `cache_dir()/kafka-<version>`; brokers run as `java -cp '<cache>/*' kafka.Kafka`.
-Data, configs, logs and pid files live under the state dir:
+`KafkaService` starts, stops, kills and waits for the nodes. Their jars (from Maven Central on
+first use, into `cache_dir()/kafka-<version>`) and configs come from
+streamtap.services.kafka_config; brokers run as `java -cp '<cache>/*' kafka.Kafka`. Data,
+configs, logs and pid files live under the state dir:
 
     <state_dir>/cluster.json            brokers, ports, cluster id (read by status/down elsewhere)
     <state_dir>/log4j2.properties
@@ -16,73 +17,25 @@ Data, configs, logs and pid files live under the state dir:
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
-import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from streamtap.services import process
 from streamtap.errors import ServiceError
+from streamtap.pipelines.runners.java import java, last_lines
+from streamtap.services import process
+from streamtap.services.kafka_config import KAFKA_VERSION, ensure_jars, write_configs
 
-__all__ = ["KAFKA_VERSION", "KafkaService"]
+__all__ = ["KAFKA_VERSION", "KafkaService", "ensure_jars"]
 
 log = logging.getLogger(__name__)
 
-KAFKA_VERSION = "4.4.0"
-_LOG4J_VERSION = "2.25.3"  # Kafka 4.x logs through slf4j 1.7; log4j-slf4j-impl binds it to log4j2.
 _HEAP = "-Xmx512m"
 _START_TIMEOUT = 120.0
-
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>streamtap</groupId>
-  <artifactId>kafka-server-jars</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-core</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
-
-_LOG4J_CONFIG = """status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-logger.statechange.name = state.change.logger
-logger.statechange.level = WARN
-logger.clients.name = org.apache.kafka.clients
-logger.clients.level = WARN
-"""
 
 
 class KafkaService:
@@ -333,70 +286,8 @@ class KafkaService:
                     )
 
     def _write_configs(self) -> None:
-        cluster_file = self._cluster_file()
-        try:
-            cluster_id = json.loads(cluster_file.read_text())["cluster_id"]
-        except (OSError, ValueError, KeyError):
-            cluster_id = _new_cluster_id()
-        replication = min(3, self.brokers)
-        min_isr = 2 if self.brokers >= 3 else 1
-        voters = ",".join(
-            f"{i + 1}@127.0.0.1:{self.controller_port + i}" for i in range(self.brokers)
-        )
-        (self.state_dir / "log4j2.properties").write_text(_LOG4J_CONFIG)
-        for index in range(self.brokers):
-            node = self._node_dir(index)
-            (node / "data").mkdir(parents=True, exist_ok=True)
-            settings = {
-                "process.roles": "broker,controller",
-                "node.id": str(index + 1),
-                "controller.quorum.voters": voters,
-                "listeners": (
-                    f"PLAINTEXT://127.0.0.1:{self.port + index},"
-                    f"CONTROLLER://127.0.0.1:{self.controller_port + index}"
-                ),
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port + index}",
-                "controller.listener.names": "CONTROLLER",
-                "inter.broker.listener.name": "PLAINTEXT",
-                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "log.dirs": str(node / "data"),
-                "num.partitions": "1",
-                "default.replication.factor": str(replication),
-                "min.insync.replicas": str(min_isr),
-                "offsets.topic.replication.factor": str(replication),
-                "offsets.topic.num.partitions": "10",
-                "transaction.state.log.replication.factor": str(replication),
-                "transaction.state.log.min.isr": str(min_isr),
-                "transaction.state.log.num.partitions": "10",
-                "share.coordinator.state.topic.replication.factor": str(replication),
-                "share.coordinator.state.topic.min.isr": str(min_isr),
-                "group.initial.rebalance.delay.ms": "0",
-                "unclean.leader.election.enable": "false",
-                # Two shared cores: few threads per broker.
-                "num.network.threads": "2",
-                "num.io.threads": "4",
-                "num.recovery.threads.per.data.dir": "1",
-                "background.threads": "4",
-                # A killed broker is noticed by the controller after this long.
-                "broker.session.timeout.ms": "6000",
-                "broker.heartbeat.interval.ms": "1000",
-                **self.broker_config,
-            }
-            text = "".join(f"{key}={value}\n" for key, value in settings.items())
-            (node / "server.properties").write_text(text)
-        cluster_file.write_text(
-            json.dumps(
-                {
-                    "cluster_id": cluster_id,
-                    "brokers": self.brokers,
-                    "port": self.port,
-                    "controller_port": self.controller_port,
-                    "version": self.version,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_configs(self.state_dir, self.brokers, self.port, self.controller_port,
+                      self.broker_config, self.version)
 
     def _format_storage(self, java: str, jars: Path) -> None:
         cluster_id = json.loads(self._cluster_file().read_text())["cluster_id"]
@@ -430,7 +321,7 @@ class KafkaService:
             if result.returncode != 0:
                 raise ServiceError(
                     f"formatting the storage of Kafka broker {index} failed "
-                    f"(exit {result.returncode}):\n{_last_lines(output)}"
+                    f"(exit {result.returncode}):\n{last_lines(output)}"
                 )
 
         if todo:
@@ -504,77 +395,8 @@ class KafkaService:
             self._wait_broker(index, deadline)
 
 
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def ensure_jars(version: str = KAFKA_VERSION) -> Path:
-    """The directory of Kafka's jars, fetched from Maven Central the first time."""
-    target = process.cache_dir() / f"kafka-{version}"
-    if target.is_dir():
-        return target
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServiceError(
-            f"Kafka {version} jars are not in {target} and Maven is not installed to fetch them: "
-            "install it (apt-get install maven)"
-        )
-    log.info("fetching Kafka %s jars from Maven Central into %s", version, target)
-    with tempfile.TemporaryDirectory(prefix=f".kafka-{version}-", dir=target.parent) as tmp:
-        work = Path(tmp)
-        (work / "pom.xml").write_text(_POM.format(kafka=version, log4j=_LOG4J_VERSION))
-        result = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={work / 'jars'}",
-            ],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if result.returncode != 0 or not any((work / "jars").glob("kafka_2.13-*.jar")):
-            raise ServiceError(
-                f"fetching Kafka {version} from Maven Central failed (mvn exit "
-                f"{result.returncode}):\n{_last_lines(result.stdout + result.stderr)}"
-            )
-        try:
-            os.rename(work / "jars", target)
-        except OSError:
-            if not target.is_dir():  # not a concurrent download that won the race
-                raise
-    return target
-
-
 def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    java = (
-        str(Path(home) / "bin" / "java")
-        if home and (Path(home) / "bin" / "java").exists()
-        else shutil.which("java")
-    )
-    if java is None:
-        raise ServiceError(
-            "java not found: Kafka needs a Java 17+ runtime on PATH or in JAVA_HOME "
-            "(apt-get install openjdk-17-jre-headless)"
-        )
-    return java
-
-
-def _new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
-
-    Like Kafka's own Uuid.randomUuid(), never one starting with '-' (command lines take it for
-    an option).
-    """
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cluster_id.startswith("-"):
-            return cluster_id
+    return java("Kafka", package="openjdk-17-jre-headless")
 
 
 def _live_brokers(bootstrap_servers: str) -> list:
@@ -594,11 +416,6 @@ def _live_brokers(bootstrap_servers: str) -> list:
 
 def _tail(path: Path, lines: int = 20) -> str:
     try:
-        return _last_lines(path.read_text(errors="replace"), lines)
+        return last_lines(path.read_text(errors="replace"), lines)
     except OSError:
         return "(no log)"
-
-
-def _last_lines(text: str, lines: int = 20) -> str:
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])

@@ -2,45 +2,39 @@
 
 Each daemon runs in its own process group with its pid in a file under the service's state
 directory and its output in a log file beside it, so `down` and `status` work from another
-process (another shell, a pytest fixture, CI) than the one that started it.
+process (another shell, a pytest fixture, CI) than the one that started it. Where state and
+downloads live (`state_dir`, `cache_dir`) and whether a pid file's daemon is alive
+(`daemon_pid`) are streamtap.pipelines.runners.local's, shared with the runners, which find a
+local cluster's job server the same way.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from streamtap.errors import ServiceError
+from streamtap.pipelines.runners.local import cache_dir, daemon_pid, pid_alive, state_dir
 
 __all__ = [
     "cache_dir",
-    "state_dir",
-    "free_port",
-    "port_open",
-    "wait_for_port",
-    "start_daemon",
     "daemon_pid",
+    "free_port",
+    "get_json",
+    "port_open",
+    "start_daemon",
+    "state_dir",
     "stop_daemon",
+    "wait_for_port",
 ]
-
-
-def cache_dir() -> Path:
-    """Downloads that outlive services (Maven jars): $STREAMTAP_CACHE or ~/.cache/streamtap."""
-    path = Path(os.environ.get("STREAMTAP_CACHE", Path.home() / ".cache" / "streamtap"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def state_dir(service: str) -> Path:
-    """Data, logs and pid files of running services: $STREAMTAP_STATE/<service>, default ./.streamtap."""
-    path = Path(os.environ.get("STREAMTAP_STATE", ".streamtap")).resolve() / service
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def free_port() -> int:
@@ -64,7 +58,7 @@ def wait_for_port(port: int, timeout: float, log_path: Path | None = None, pid: 
     while time.monotonic() < deadline:
         if port_open(port):
             return
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             break
         time.sleep(0.2)
     hint = f"; see its log {log_path}:\n{_tail(log_path)}" if log_path else ""
@@ -94,15 +88,6 @@ def start_daemon(
     return process.pid
 
 
-def daemon_pid(pid_path: Path) -> int | None:
-    """The pid in pid_path if that process is still alive, else None."""
-    try:
-        pid = int(pid_path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _alive(pid) else None
-
-
 def stop_daemon(pid_path: Path, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
     """Signals the daemon's process group, waits for it to exit (SIGKILL after timeout).
 
@@ -114,11 +99,11 @@ def stop_daemon(pid_path: Path, timeout: float = 15.0, sig: int = signal.SIGTERM
         return False
     _signal_group(pid, sig)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         _signal_group(pid, signal.SIGKILL)
-        while _alive(pid):
+        while pid_alive(pid):
             time.sleep(0.05)
     pid_path.unlink(missing_ok=True)
     return True
@@ -131,25 +116,13 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def get_json(url: str, timeout: float) -> dict:
+    """GET of a daemon's JSON status API (Flink REST, Spark's /json/); OSError if it fails."""
     try:
-        # Reap it if it is our own child that has exited, so it does not linger as a zombie.
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read().decode())
+    except urllib.error.HTTPError as error:
+        raise OSError(f"HTTP {error.code} from {url}") from None
 
 
 def _tail(path: Path | None, lines: int = 20) -> str:
