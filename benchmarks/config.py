@@ -109,6 +109,15 @@ SCENARIOS: dict[str, dict] = {
         "sample_interval": 0.25,
         "timeout_s": 150,  # a normal run takes 25-60 s; a stuck one is recorded as failed
     },
+    # 7. The Kinesis sink vs a plain boto3 PutRecords loop on one moto endpoint (same records).
+    "kinesis_put": {
+        "title": "Kinesis sink vs a plain boto3 PutRecords loop",
+        "records": 2000,
+        "record_bytes": 64 * KIB,
+        "streams": 100,  # partition keys (stream ids): enough to fill every call (79 records)
+        "shards": 8,
+        "with_default_limits": True,  # also the sink with 1 MB/s, 1,000 records/s per shard
+    },
 }
 
 QUICK: dict[str, dict] = {
@@ -118,6 +127,7 @@ QUICK: dict[str, dict] = {
     "alternatives": {"seconds": 40},
     "sensors_kafka": {"seconds": 30},
     "flink_scaling": {"stream_bytes": 256 * MIB},
+    "kinesis_put": {"records": 600},
 }
 
 

@@ -31,7 +31,8 @@ from benchmarks import services  # noqa: E402
 from benchmarks.measure import load_average, machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ["parquet_tcp", "live_icecast", "kafka_producer", "alternatives", "sensors_kafka", "flink_scaling"]
+ORDER = ["parquet_tcp", "live_icecast", "kafka_producer", "alternatives", "sensors_kafka", "flink_scaling",
+         "kinesis_put"]
 
 
 def log(message: str) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "PermanentSourceError",
     "RunError",
     "ServiceError",
+    "EnvelopeError",
 ]
 
 
@@ -54,3 +55,7 @@ class RunError(RuntimeError):
 
 class ServiceError(RuntimeError):
     """A service could not be started or reached; the message says why and where its log is."""
+
+
+class EnvelopeError(ValueError):
+    """Bytes that are not a streamtap record envelope (Kinesis): the message says what is wrong."""

@@ -22,6 +22,7 @@ from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, SourceConfig, TransformConfig
 from streamtap.config import loader
 from streamtap.io.sinks.kafka.sink import KafkaSink
+from streamtap.io.sinks.kinesis.config import KinesisSink
 from streamtap.io.sinks.parquet.sink import ParquetSink
 from streamtap.io.sources.files import FileSource
 from streamtap.io.sources.http import HttpSource
@@ -102,7 +103,7 @@ class Plugins:
 
 PLUGINS = Plugins(
     sources=(HttpSource, TcpSource, TcpListenSource, UdpSource, FileSource, SyntheticSource),
-    sinks=(ParquetSink, KafkaSink),
+    sinks=(ParquetSink, KafkaSink, KinesisSink),
     transforms=(TagTransform,),
     runners=(Prism, Flink, Spark),
 )

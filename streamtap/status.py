@@ -14,6 +14,7 @@ from typing import Iterable, TextIO
 
 from streamtap.io.hub import hub
 from streamtap.io.reader import StreamStats
+from streamtap.io.sinks.activity import all_sink_activity
 
 __all__ = ["StatusPrinter", "summary_lines"]
 
@@ -69,19 +70,21 @@ class StatusPrinter:
                 f"[{clock}] {len(readers)} streams, {_rate(total_rate)} in all; "
                 "listing only streams with reconnects or errors",
             )
+        lines += [f"[{clock}] {activity.line()}" for activity in all_sink_activity()]
         self._out.write("\n".join(lines) + "\n")
         self._out.flush()
 
 
 def summary_lines(stream_ids: Iterable[str]) -> list[str]:
-    """One line per stream of `stream_ids` this process read: totals at the end of a capture."""
+    """One line per stream of `stream_ids` this process read, then one per sink that counts
+    what it did (streamtap.io.sinks.activity): totals at the end of a capture."""
     streams: dict[str, StreamStats] = dict(hub().finished)
     streams.update({stream_id: reader.stats for stream_id, reader in hub().readers.items()})
     return [
         f"{stream_id:<16} {streams[stream_id].bytes:>12} bytes  {_counts(streams[stream_id])}"
         for stream_id in sorted(stream_ids)
         if stream_id in streams
-    ]
+    ] + [activity.line() for activity in all_sink_activity()]
 
 
 def _counts(stats: StreamStats) -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.icecast", "tests.fixtures.kafka", "tests.fixtures.flink"]
+pytest_plugins = ["tests.fixtures.icecast", "tests.fixtures.kafka", "tests.fixtures.flink", "tests.fixtures.kinesis"]
 
 
 @pytest.fixture(autouse=True)

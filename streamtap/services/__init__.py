@@ -7,9 +7,10 @@ Each module exposes one class with `up()`, `down()` and `status()`; SERVICES map
 from streamtap.services.flink import FlinkService
 from streamtap.services.icecast import IcecastService
 from streamtap.services.kafka import KafkaService
+from streamtap.services.kinesis import KinesisService
 from streamtap.services.spark import SparkService
 
 SERVICES = {
     service.name: service
-    for service in (KafkaService, IcecastService, FlinkService, SparkService)
+    for service in (KafkaService, IcecastService, FlinkService, SparkService, KinesisService)
 }
