@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, SourceConfig, TransformConfig
 from streamtap.config import loader
-from streamtap.io.sinks.kafka.sink import KafkaSink
+from streamtap.io.sinks.kafka.config import KafkaSink
 from streamtap.io.sinks.kinesis.config import KinesisSink
-from streamtap.io.sinks.parquet.sink import ParquetSink
+from streamtap.io.sinks.parquet.config import ParquetSink
 from streamtap.io.sources.files import FileSource
 from streamtap.io.sources.http import HttpSource
 from streamtap.io.sources.synthetic import SyntheticSource

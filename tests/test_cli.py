@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streamtap.io.sinks.parquet.sink import capture_files
+from streamtap.io.sinks.parquet.read import capture_files
 from tests.helpers import STREAMTAP, TcpFeeder, capture, chunks_of, write_config
 
 

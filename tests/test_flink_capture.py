@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from streamtap.plugins import parse_config
-from streamtap.io.sinks.parquet.sink import capture_files
+from streamtap.io.sinks.parquet.read import capture_files
 from streamtap.io.sources.synthetic import SyntheticSource, synthetic_bytes
 from streamtap.pipelines.runners.flink import Flink
 from streamtap.errors import RunError

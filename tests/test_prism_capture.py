@@ -14,7 +14,7 @@ import time
 import apache_beam as beam
 
 from streamtap.plugins import parse_config
-from streamtap.io.sinks.parquet.sink import capture_files
+from streamtap.io.sinks.parquet.read import capture_files
 from streamtap.io.sources.synthetic import SyntheticSource, synthetic_bytes
 from streamtap.pipelines.capture import build_capture
 from tests.helpers import (

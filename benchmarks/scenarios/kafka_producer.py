@@ -4,10 +4,10 @@ Per repeat, each into a fresh topic (1 partition) of the same single broker:
 1. `org.apache.kafka.tools.ProducerPerformance --num-records N --record-size 65536
    --throughput -1 --producer-props acks=all` (Java client). Its own throughput figure is used
    (measured from its first send, JVM start-up excluded).
-2. streamtap's sink alone: `Impulse | FlatMap(make N chunks of 64 KiB) | WriteToKafka` on the
-   FnApiRunner in this process, acks=all, idempotent (the sink's defaults). Timed from the first
-   generated chunk to the end of the pipeline (the last bundle's records acknowledged); pipeline
-   construction and start-up excluded, like the JVM's.
+2. streamtap's sink alone: `Impulse | FlatMap(make N chunks of 64 KiB) | WriteChunksToKafka` on
+   the FnApiRunner in this process, acks=all, idempotent (the sink's defaults). Timed from the
+   first generated chunk to the end of the pipeline (the last bundle's records acknowledged);
+   pipeline construction and start-up excluded, like the JVM's.
 3. End to end, for information: `run_capture` of one TCP stream of the same bytes with the Kafka
    sink (reader, chunking, SDF, sink), timed like scenario 1.
 """
@@ -44,7 +44,7 @@ def _generate(_, records: int, size: int):
 
 
 def streamtap_sink(bootstrap: str, topic: str, records: int, size: int) -> dict:
-    from streamtap.io.sinks.kafka.sink import WriteToKafka
+    from streamtap.io.sinks.kafka import KafkaSink, WriteChunksToKafka
 
     _FIRST.clear()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -52,7 +52,8 @@ def streamtap_sink(bootstrap: str, topic: str, records: int, size: int) -> dict:
         (pipeline
          | "Impulse" >> beam.Impulse()
          | "MakeChunks" >> beam.FlatMap(_generate, records, size)
-         | "WriteToKafka" >> WriteToKafka(bootstrap, topic))
+         | "WriteToKafka" >> WriteChunksToKafka(
+             KafkaSink(bootstrap_servers=bootstrap, topic=topic)))
     ended = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     seconds = ended - _FIRST["t"]

@@ -61,7 +61,8 @@ def pyarrow_baseline(payloads: list[bytes], file_bytes: int, compression: str, d
                      conventional: bool = False) -> dict:
     """pyarrow alone (see the module doc). conventional: tables by pa.Table.from_pydict (payloads
     copied into one contiguous column) and pyarrow's default writer options."""
-    from streamtap.io.sinks.parquet.sink import _BATCH_BYTES, SCHEMA, WRITE_OPTIONS
+    from streamtap.io.sinks.parquet.format import SCHEMA, WRITE_OPTIONS
+    from streamtap.io.sinks.parquet.write import _BATCH_BYTES
 
     directory.mkdir(parents=True, exist_ok=True)
     chunk = len(payloads[0])
@@ -245,7 +246,8 @@ def decomposition(cfg: dict, directory: Path) -> dict:
     """Where the time goes, without the socket: generated chunks (one bundle) through (i) Beam's
     window + GroupByKey only, (ii) streamtap's Parquet sink as Parquet-only captures use it (files
     per bundle, no shuffle), (iii) the sink with files: per_window (GroupByKey + files)."""
-    from streamtap.io.sinks.parquet.sink import WriteToParquet
+    from streamtap.io.sinks.parquet.config import ParquetSink
+    from streamtap.io.sinks.parquet.write import WriteChunksToParquet
 
     total, chunk = cfg["total_bytes"], cfg["chunk_bytes"]
     out = {}
@@ -262,13 +264,13 @@ def decomposition(cfg: dict, directory: Path) -> dict:
                  | beam.Map(lambda kv: sum(len(c.payload) for c in kv[1])))
             elif label == "streamtap_parquet_sink_only":
                 # One bundle with the stream's windows in order: what whole-window release gives.
-                chunks | WriteToParquet(str(directory), cfg["compression"], whole_windows=True)
+                sink = ParquetSink(path=str(directory), compression=cfg["compression"])
+                chunks | WriteChunksToParquet(sink, whole_windows=True)
             else:
-                try:
-                    sink = WriteToParquet(str(directory), cfg["compression"], files="per_window")
-                except TypeError:  # a sink from before `files` existed: always per window
-                    sink = WriteToParquet(str(directory), cfg["compression"])
-                chunks | sink
+                sink = ParquetSink(
+                    path=str(directory), compression=cfg["compression"], files="per_window"
+                )
+                chunks | WriteChunksToParquet(sink)
         seconds = time.perf_counter() - _T["first"]
         out[label] = {"seconds": round(seconds, 3), "mb_per_s": round(total / seconds / 1e6, 1)}
         shutil.rmtree(directory, ignore_errors=True)

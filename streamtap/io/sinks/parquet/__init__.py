@@ -1,1 +1,11 @@
-"""The Parquet sink: files per window and stream on local disk."""
+"""The Parquet sink: files per event-time window and stream on local disk.
+
+- `config.py`: ParquetSink: every option, its checks, the plug-in hooks
+- `write.py`: WriteChunksToParquet: the writing DoFns (per bundle, per window)
+- `read.py`: capture_files, read_parquet_chunks, capture_end: a capture read back
+- `storage.py`: every file-system operation (names, fsync, publish by rename)
+- `format.py`: the schema and tables of chunks, in memory
+- `writer_processes.py`: helper processes for many small files (`python -m` this module)
+
+This file imports nothing: the helper processes start through it and must not load Beam.
+"""

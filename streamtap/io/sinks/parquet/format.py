@@ -1,22 +1,25 @@
 """The capture's Parquet file format: schema, tables of chunks, a small file encoded in memory.
 
-No Beam here, only pyarrow: the helper processes that write small files (writer_processes.py)
-import this module alone, so they start in under a second.
+No Beam and no file system here, only pyarrow in memory (the file system is storage.py): the
+helper processes that write small files (writer_processes.py) import this module and
+storage.py alone, so they start in under a second.
 """
 
 from __future__ import annotations
 
-import os
 import struct
-import uuid
 from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
-    "SCHEMA", "WRITE_OPTIONS", "chunk_columns", "chunk_table", "columns_table", "encode_file",
+    "COMPRESSIONS", "SCHEMA", "WRITE_OPTIONS", "chunk_columns", "chunk_table", "codec",
+    "columns_table", "encode_file",
 ]
+
+# Parquet codecs a capture can be written with.
+COMPRESSIONS = ("none", "snappy", "zstd", "gzip", "lz4")
 
 SCHEMA = pa.schema(
     [
@@ -93,27 +96,8 @@ def chunk_table(rows) -> pa.Table:
 
 
 def codec(compression: str) -> str | None:
+    """pyarrow's name of one of COMPRESSIONS."""
     return None if compression == "none" else compression
-
-
-def fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def temporary_name(directory: str, name: str) -> str:
-    """A hidden name next to directory/name for the file while it is written."""
-    return os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
 def encode_file(columns: Columns, compression: str) -> pa.Buffer:

@@ -6,7 +6,7 @@ under the GIL: writer set-up, tables, futures; plus the kernel's file creation a
 writes), and the threads queued for the GIL behind the readers' event loop: in the capture,
 800-960 files took 2.8-4 s. Here the parent only turns each file's chunks into plain columns and
 pickles them into a pipe (~0.15-0.3 ms per file), and helper processes, which import pyarrow
-alone (parquet_format.py), do the rest beside it: 560-1,000 files in 1.1-1.7 s.
+alone (format.py, storage.py), do the rest beside it: 560-1,000 files in 1.1-1.7 s.
 
 Protocol: a helper reads pickled batches `[(directory, name, columns, compression), ...]` from
 stdin and answers each with a pickled ("ok", [(temporary, final), ...]) or ("error", exception);
@@ -25,7 +25,8 @@ import threading
 from concurrent.futures import Future
 from typing import BinaryIO
 
-from streamtap.io.sinks.parquet.format import Columns, encode_file, temporary_name, unlink_quietly
+from streamtap.io.sinks.parquet.format import Columns, encode_file
+from streamtap.io.sinks.parquet.storage import temporary_name, unlink_quietly
 
 __all__ = ["WriterProcesses", "WriterProcessError", "FileJob"]
 

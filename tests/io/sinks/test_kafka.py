@@ -14,7 +14,8 @@ from apache_beam.transforms import window
 
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, PipelineConfig
-from streamtap.io.sinks.kafka.sink import KafkaSink, WriteToKafka, chunk_headers, read_kafka_chunks
+from streamtap.io.sinks.kafka import KafkaSink, WriteChunksToKafka, read_kafka_chunks
+from streamtap.io.sinks.kafka.record import chunk_headers
 from streamtap.services.process import free_port
 from tests.fixtures.kafka import create_topic, unique_topic
 
@@ -85,7 +86,8 @@ def write(
             | "Stamp" >> beam.Map(lambda c: window.TimestampedValue(c, c.event_time))
             | "Window" >> beam.WindowInto(window.FixedWindows(2))
         )
-    _ = chunks | "Write" >> WriteToKafka(bootstrap_servers, topic, **options)
+    sink = KafkaSink(bootstrap_servers=bootstrap_servers, topic=topic, **options)
+    _ = chunks | "Write" >> WriteChunksToKafka(sink)
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -151,7 +153,8 @@ def test_kcat_sees_key_value_and_headers(kafka):
         tags={"title": "hello"},
     )
     pipeline = beam.Pipeline(runner="FnApiRunner")
-    _ = pipeline | beam.Create([chunk]) | WriteToKafka(kafka.bootstrap_servers, topic)
+    sink = KafkaSink(bootstrap_servers=kafka.bootstrap_servers, topic=topic)
+    _ = pipeline | beam.Create([chunk]) | WriteChunksToKafka(sink)
     pipeline.run().wait_until_finish()
 
     out = subprocess.run(
@@ -235,8 +238,58 @@ def test_validate_rejects_bad_values_and_hides_the_password():
     assert "sinks[0].sasl_mechanism" in errors and "sinks[0].sasl_password: required" in errors
     assert KafkaSink(bootstrap_servers="h:1,h:2", topic="t").validate("sinks[0]") == []
 
-    with pytest.raises(ValueError, match="WriteToKafka.linger_ms: must be >= 0"):
-        WriteToKafka("127.0.0.1:9092", "t", linger_ms=-1)
+    with pytest.raises(ValueError, match="WriteChunksToKafka.linger_ms: must be >= 0"):
+        WriteChunksToKafka(KafkaSink(bootstrap_servers="127.0.0.1:9092", topic="t", linger_ms=-1))
+
+
+# --- no import-time side effects ---------------------------------------------------------------
+
+# Run in a fresh interpreter: this test process has opened Kafka clients in other tests already.
+_SIDE_EFFECTS = """
+import json, logging, sys
+from kafka.record import default_records, util
+
+original = default_records.calc_crc32c
+loggers = ("kafka.admin.client", "kafka.net.connection", "kafka.protocol.parser")
+
+def state():
+    return {
+        "crc32c_patched": default_records.calc_crc32c is not original,
+        "filters": sum(len(logging.getLogger(name).filters) for name in loggers),
+    }
+
+from streamtap.plugins import parse_config
+from streamtap.io.sinks.kafka.write import _WriteChunksFn
+
+config = parse_config({
+    "sources": [{"id": "s", "type": "synthetic"}],
+    "sinks": [{"type": "kafka", "bootstrap_servers": sys.argv[1], "topic": "t"}],
+})
+(sink,) = config.sinks
+sink.transform(config)  # building the pipeline's write step changes nothing either
+parsed = state()
+writer = _WriteChunksFn(sink)
+writer.setup()  # what a worker does before the first bundle: opens the producer
+writer.teardown()
+print(json.dumps({"parsed": parsed, "writer": state(), "pure_python_crc": util.crc32c_c is None}))
+"""
+
+
+def test_parsing_a_config_leaves_kafka_python_alone_and_a_writer_changes_it(kafka):
+    import json
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SIDE_EFFECTS, kafka.bootstrap_servers],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["parsed"] == {"crc32c_patched": False, "filters": 0}
+    # The C checksum replaces kafka-python's pure-Python one only where the latter is in use.
+    assert result["writer"] == {"crc32c_patched": result["pure_python_crc"], "filters": 3}
 
 
 # --- preflight ---------------------------------------------------------------------------------
@@ -297,17 +350,17 @@ def test_rejected_record_fails_the_bundle_with_the_reason(kafka):
 
 
 def test_brokers_down_at_start_then_back(kafka, caplog, monkeypatch):
-    import streamtap.io.sinks.kafka.sink
+    import streamtap.io.sinks.kafka.write
 
     # Give up each connection attempt after 1.5 s (10 s in production) so that the writer
     # reports the outage before the broker is back.
-    monkeypatch.setattr(streamtap.io.sinks.kafka.sink, "_CONNECT_ATTEMPT_MS", 1500)
+    monkeypatch.setattr(streamtap.io.sinks.kafka.write, "_CONNECT_ATTEMPT_MS", 1500)
     topic = create_topic(kafka.bootstrap_servers, unique_topic())
     kafka.stop_all_brokers()
     restarter = threading.Timer(4.0, kafka.start_all_brokers)
     restarter.start()
     try:
-        with caplog.at_level("ERROR", logger="streamtap.io.sinks.kafka.sink"):
+        with caplog.at_level("ERROR", logger="streamtap.io.sinks.kafka.write"):
             write(kafka.bootstrap_servers, topic, 12)
     finally:
         restarter.join()
@@ -317,11 +370,11 @@ def test_brokers_down_at_start_then_back(kafka, caplog, monkeypatch):
 
 
 def test_all_brokers_down_mid_write_then_back(kafka, caplog, monkeypatch):
-    import streamtap.io.sinks.kafka.sink
+    import streamtap.io.sinks.kafka.write
 
     # Fail undelivered records after 3 s instead of 120 s, so the writer's resend loop runs.
-    monkeypatch.setattr(streamtap.io.sinks.kafka.sink, "_REQUEST_TIMEOUT_MS", 2000)
-    monkeypatch.setattr(streamtap.io.sinks.kafka.sink, "_DELIVERY_TIMEOUT_MS", 3000)
+    monkeypatch.setattr(streamtap.io.sinks.kafka.write, "_REQUEST_TIMEOUT_MS", 2000)
+    monkeypatch.setattr(streamtap.io.sinks.kafka.write, "_DELIVERY_TIMEOUT_MS", 3000)
     topic = create_topic(kafka.bootstrap_servers, unique_topic())
     restarter = threading.Timer(5.0, kafka.start_all_brokers)
 
@@ -330,7 +383,7 @@ def test_all_brokers_down_mid_write_then_back(kafka, caplog, monkeypatch):
         restarter.start()
 
     try:
-        with caplog.at_level("ERROR", logger="streamtap.io.sinks.kafka.sink"):
+        with caplog.at_level("ERROR", logger="streamtap.io.sinks.kafka.write"):
             write(kafka.bootstrap_servers, topic, 40, throttle=0.02, hooks={15: crash})
     finally:
         restarter.join()
@@ -376,14 +429,12 @@ def partition_leaders(bootstrap_servers: str, topic: str) -> list[int]:
     ]
 
 
-def test_example_config_loads(monkeypatch):
+def test_example_config_loads():
     from pathlib import Path
 
     from streamtap.plugins import load_config
-    from streamtap.io import registry
 
-    monkeypatch.setitem(registry.SINKS, "kafka", KafkaSink)  # in case it is not registered yet
-    example = Path(__file__).parents[2] / "examples" / "kafka.yaml"
+    example = Path(__file__).parents[3] / "examples" / "kafka.yaml"
     config = load_config(example)
     (sink,) = config.sinks
     assert isinstance(sink, KafkaSink)
@@ -392,4 +443,4 @@ def test_example_config_loads(monkeypatch):
         "raw-streams",
         True,
     )
-    assert isinstance(sink.transform(config), WriteToKafka)
+    assert isinstance(sink.transform(config), WriteChunksToKafka)

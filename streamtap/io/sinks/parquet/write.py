@@ -1,10 +1,6 @@
-"""Parquet sink: files per event-time window and stream, on local disk.
+"""Writing chunks to Parquet: `WriteChunksToParquet`, files per event-time window and stream.
 
-Layout (Hive-style partitions, so Spark, Flink and pyarrow.dataset read it as one table):
-
-    <path>/stream=<stream_id>/date=<YYYY-MM-DD>/<HHMMSS>-<first seq>.parquet
-
-Two ways of grouping chunks into files (`files`):
+Two ways of grouping chunks into files (the sink's `files`):
 
 - per bundle (`files: auto` when every sink of the capture is Parquet with `files: auto`: the
   reading step then hands each stream's chunks over a whole window at a time, ReadStreams'
@@ -21,52 +17,49 @@ Two ways of grouping chunks into files (`files`):
   Without whole windows the per-bundle path would write a file per poll: on the FnApiRunner,
   which runs a deferred SDF again at once, a slow stream got a file per chunk.
 
-A file is written under a hidden temporary name (".<name>.tmp-<random>") in its final directory,
-fsync'ed, and renamed when complete, so a reader never sees a partial file under a final name.
-Its name is derived from its contents (window start, first seq): a retried bundle rewrites the
-same files. Files are renamed in the order they were started (a stream's files in seq order), and
-a failed write stops the renames after it, so the files of a stream on disk always end at a
-chunk boundary with nothing missing before it, which is what resume relies on.
+Each file is written under a temporary name and published by a rename (storage.py). Its name is
+derived from its contents (window start, first seq): a retried bundle rewrites the same files.
+Files are renamed in the order they were started (a stream's files in seq order), and a failed
+write stops the renames after it, so the files of a stream on disk always end at a chunk
+boundary with nothing missing before it, which is what resume relies on.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime
-import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, Iterable, Iterator
+from typing import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
-from streamtap.config import PipelineConfig, SinkConfig, doc
 from streamtap.io.sinks.parquet.format import (
     SCHEMA,
     WRITE_OPTIONS,
     chunk_columns,
     chunk_table,
     codec,
+)
+from streamtap.io.sinks.parquet.storage import (
+    file_location,
     fsync,
+    make_directory,
+    open_for_writing,
+    publish,
     temporary_name,
     unlink_quietly,
+    write_back,
 )
 from streamtap.io.sinks.parquet.writer_processes import FileJob, WriterProcesses
 
-__all__ = ["ParquetSink", "WriteToParquet", "SCHEMA", "read_parquet_chunks"]
+__all__ = ["FILE_MODES", "WriteChunksToParquet"]
 
-_LOGGER = logging.getLogger(__name__)
-
-_COMPRESSIONS = ("none", "snappy", "zstd", "gzip", "lz4")
-_FILE_MODES = ("auto", "per_window")
+FILE_MODES = ("auto", "per_window")
 # Row groups of about this many payload bytes keep readers' memory bounded on big windows.
 _ROW_GROUP_BYTES = 128 * 1024 * 1024
 # Files are written and fsync'ed by this many threads at once. A window of 1,000 live streams is
@@ -89,107 +82,37 @@ _PROCESS_BATCH_FILES = 16
 _WRITER_PROCESSES = 2
 
 
-@dataclass(kw_only=True)
-class ParquetSink(SinkConfig):
-    type_name: ClassVar[str] = "parquet"
-    location_schemes: ClassVar[tuple[str, ...]] = ("",)
-
-    path: str = doc("Directory the capture is written to (created if missing).", "")
-    compression: str = doc(
-        "Parquet codec: none, snappy, zstd, gzip or lz4. zstd saves space on sensor data; "
-        "compressed audio does not shrink.",
-        "zstd",
-    )
-    files: str = doc(
-        "How chunks are grouped into files. 'auto': when every sink of the capture is Parquet "
-        "with files: auto, streams hand their chunks over a whole window at a time and each "
-        "stream's window is written as it leaves the reading step, without a shuffle: one file "
-        "per window and stream (several for a stream faster than ~32 MiB per window); with "
-        "other sinks too, as per_window. 'per_window': one file per window and stream, after "
-        "a GroupByKey (plus one per late pane).",
-        "auto",
-    )
-
-    def validate(self, path: str) -> list[str]:
-        errors = []
-        if not self.path:
-            errors.append(f"{path}.path: required: the directory to write the capture to")
-        elif "://" in self.path:
-            errors.append(
-                f"{path}.path: {self.path!r}: only local paths are supported by this sink"
-            )
-        if self.compression not in _COMPRESSIONS:
-            errors.append(
-                f"{path}.compression: must be one of {', '.join(_COMPRESSIONS)}, "
-                f"got {self.compression!r}"
-            )
-        if self.files not in _FILE_MODES:
-            errors.append(
-                f"{path}.files: must be one of {', '.join(_FILE_MODES)}, got {self.files!r}"
-            )
-        return errors
-
-    def preflight(self, config: PipelineConfig) -> list[str]:
-        try:
-            Path(self.path).mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            return [f"parquet sink: cannot create {self.path}: {error.strerror}"]
-        if not os.access(self.path, os.W_OK):
-            return [f"parquet sink: {self.path} is not writable"]
-        return []
-
-    def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
-        if not Path(self.path).is_dir():
-            return {}
-        positions = {}
-        for stream_id in stream_ids:
-            end = capture_end(self.path, stream_id)
-            if end is not None:
-                positions[stream_id] = end
-        return positions
-
-    def wants_whole_windows(self) -> bool:
-        return self.files == "auto"
-
-    @classmethod
-    def read_location(cls, location: str, stream_id: str | None = None) -> Iterable[Chunk]:
-        return read_parquet_chunks(location, stream_id)
-
-    def transform(self, config: PipelineConfig) -> beam.PTransform:
-        return WriteToParquet(
-            self.path, self.compression, self.files, config.releases_whole_windows()
-        )
-
-
-class WriteToParquet(beam.PTransform):
+class WriteChunksToParquet(beam.PTransform):
     """Writes windowed chunks to Parquet files; outputs the path of every file written.
 
-    Args:
-      path: local directory of the capture.
-      compression: Parquet codec (none, snappy, zstd, gzip, lz4).
-      files: 'auto' (input that comes a whole window at a time: files per bundle, without a
-        shuffle; other input: per window) or 'per_window' (always one file per window and
-        stream, after a GroupByKey).
-      whole_windows: the input comes a whole window of a stream at a time, in seq order per
-        stream (ReadStreams' release_by_window, or one bundle of generated chunks), so files
-        per bundle are files per window.
+    Unit of parallelism: a DoFn instance per worker thread, writing on a pool of threads (and,
+    for many small files at once, helper processes). Delivery: a bundle completes only when
+    every file of it is fsync'ed and renamed, and a failed write fails the bundle; a retried
+    bundle rewrites the same file names, so files hold each chunk at least once.
+
+        WriteChunksToParquet(ParquetSink(path="./capture"))
     """
 
-    def __init__(
-        self,
-        path: str,
-        compression: str = "zstd",
-        files: str = "auto",
-        whole_windows: bool = False,
-    ):
-        super().__init__()
-        if compression not in _COMPRESSIONS:
-            raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
-        if files not in _FILE_MODES:
-            raise ValueError(f"files must be one of {_FILE_MODES}, got {files!r}")
-        self._path = os.path.abspath(path)
-        self._compression = compression
-        self._files = files
+    def __init__(self, sink, whole_windows: bool = False, label: str | None = None):
+        """
+        Args:
+          sink: the ParquetSink whose options to write with (path, compression, files: every
+            option lives there; it is validated here, without I/O, and ValueError lists every
+            problem). 'auto' files: input that comes a whole window at a time is written in
+            files per bundle, without a shuffle; other input per window. 'per_window': always
+            one file per window and stream, after a GroupByKey.
+          whole_windows: the input comes a whole window of a stream at a time, in seq order per
+            stream (ReadStreams' release_by_window, or one bundle of generated chunks), so files
+            per bundle are files per window.
+          label: the transform's label.
+        """
+        super().__init__(label)
+        errors = sink.validate(type(self).__name__)
+        if errors:
+            raise ValueError("; ".join(errors))
+        self._path = os.path.abspath(sink.path)
+        self._compression = sink.compression
+        self._files = sink.files
         self._whole_windows = whole_windows
 
     def expand(self, chunks):
@@ -206,12 +129,6 @@ class WriteToParquet(beam.PTransform):
             | "GroupByWindowAndStream" >> beam.GroupByKey()
             | "WriteFiles" >> beam.ParDo(_WriteWindowFileFn(self._path, self._compression))
         )
-
-
-def _file_location(root: str, stream_id: str, window, first_seq: int) -> tuple[str, str]:
-    start = datetime.datetime.fromtimestamp(float(window.start), datetime.timezone.utc)
-    directory = os.path.join(root, f"stream={stream_id}", f"date={start:%Y-%m-%d}")
-    return directory, f"{start:%H%M%S}-{first_seq:012d}.parquet"
 
 
 class _FileQueue:
@@ -258,7 +175,7 @@ class _FileQueue:
         self._bytes -= size
         try:
             temporary, final = future.result()  # re-raises the write's error
-            _publish(temporary, final)
+            publish(temporary, final)
         except BaseException:
             self.abandon()
             raise
@@ -319,7 +236,7 @@ class _WriteWindowFileFn(_WriteFilesFn):
         rows = sorted(chunks, key=lambda chunk: chunk.seq)
         if not rows:  # Flink delivers the empty final pane Python windowing asks for
             return []
-        directory, name = _file_location(self._path, stream_id, window, rows[0].seq)
+        directory, name = file_location(self._path, stream_id, window, rows[0].seq)
         future = self._pool.submit(_write_temporary, directory, name, rows, self._compression)
         self._queue.add(future, window, sum(len(row.payload) for row in rows))
         return self._queue.ready()
@@ -345,7 +262,7 @@ class _OpenFile:
         self.rows: list[Chunk] = []
         self.pending = 0  # payload bytes in rows
         self.size = 0  # payload bytes in the file, rows included
-        self.directory, self.name = _file_location(root, stream_id, window, first_seq)
+        self.directory, self.name = file_location(root, stream_id, window, first_seq)
         self.temporary = temporary_name(self.directory, self.name)
         self._task: Future | None = None
         self._writer: pq.ParquetWriter | None = None
@@ -375,8 +292,8 @@ class _OpenFile:
         return self._task
 
     def _open_writer(self, compression: str) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        self._sink = pa.OSFile(self.temporary, "wb")
+        make_directory(self.directory)
+        self._sink = open_for_writing(self.temporary)
         self._writer = pq.ParquetWriter(
             self._sink, SCHEMA, compression=codec(compression), **WRITE_OPTIONS
         )
@@ -401,7 +318,7 @@ class _OpenFile:
         self._writer.write_table(table, row_group_size=table.num_rows)
         # Start writing these pages to disk while the next row group is encoded, so the fsync
         # at close() has only the tail left (it still is what makes the file durable).
-        pool.submit(_write_back, self.temporary)
+        pool.submit(write_back, self.temporary)
 
     def _finish(
         self, previous: Future | None, table: pa.Table | None, compression: str
@@ -438,7 +355,7 @@ class _WriteBundleFilesFn(_WriteFilesFn):
     A retried bundle re-reads the same chunks from the same restriction (at least as many as the
     first attempt: the reader keeps them until the commit), so its files get the same names
     (window start, first seq) and replace the first attempt's; should a retry end earlier,
-    _publish keeps the longer file, and the next bundle writes the rest again: exact
+    storage.publish keeps the longer file, and the next bundle writes the rest again: exact
     redeliveries, which verify and reassemble drop. A chunk whose seq is not above the last one
     of its stream's open file (a runner that did not fuse this step, a redelivery) starts a new
     file, so every file is one ascending run of seqs named by its lowest.
@@ -537,54 +454,6 @@ class _BatchItem:
         return self._batch.result()[self._index]
 
 
-def _publish(temporary: str, final: str) -> None:
-    """Renames a written file to its final name, unless a file of that name goes further.
-
-    Same name means same window and first seq, so the same chunks from there on (a chunk's seq
-    always comes with the same bytes). A retry normally brings at least the chunks of the first
-    attempt; should it bring fewer (a runner that split the retried bundle earlier), the file
-    already there holds every chunk of ours and more: replacing it could lose chunks that no
-    later file has, so ours is dropped instead.
-    """
-    if os.path.exists(final):
-        try:
-            kept_end = _max_seq(final)
-        except Exception:  # noqa: BLE001 - an unreadable file is replaced
-            kept_end = None
-        ours = _max_seq(temporary)
-        if kept_end is not None and ours is not None and kept_end > ours:
-            unlink_quietly(temporary)
-            return
-    os.replace(temporary, final)
-
-
-def _max_seq(path: str) -> int | None:
-    """The highest seq in a file, from its footer statistics."""
-    metadata = pq.ParquetFile(path).metadata
-    column = metadata.schema.to_arrow_schema().get_field_index("seq")
-    ends = [
-        metadata.row_group(group).column(column).statistics.max
-        for group in range(metadata.num_row_groups)
-        if metadata.row_group(group).column(column).statistics is not None
-        and metadata.row_group(group).column(column).statistics.has_min_max
-    ]
-    return max(ends) if ends else None
-
-
-def _write_back(path: str) -> None:
-    """fdatasync of a file being written, only to get its pages to disk early (best effort)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # already renamed or removed
-    try:
-        os.fdatasync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_temporary(
     directory: str, name: str, rows: list[Chunk], compression: str
 ) -> tuple[str, str]:
@@ -592,7 +461,7 @@ def _write_temporary(
 
     Returns (temporary path, final path); the caller renames. On failure nothing is left.
     """
-    os.makedirs(directory, exist_ok=True)
+    make_directory(directory)
     temporary = temporary_name(directory, name)
     try:
         _write_table(temporary, rows, compression)
@@ -615,59 +484,3 @@ def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
         **WRITE_OPTIONS,
     )
     fsync(path)
-
-
-# --- reading a capture back --------------------------------------------------------------------
-
-
-def capture_files(path: str, stream_id: str | None = None) -> list[Path]:
-    """Complete Parquet files of a capture directory (never temporary ones), in name order."""
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{path} is not a directory with a streamtap capture")
-    pattern = f"stream={stream_id}/date=*/*.parquet" if stream_id else "stream=*/date=*/*.parquet"
-    return sorted(p for p in root.glob(pattern) if not p.name.startswith("."))
-
-
-def read_parquet_chunks(path: str, stream_id: str | None = None) -> Iterable[Chunk]:
-    """Every chunk in a capture directory, file by file (not globally sorted)."""
-    for file in capture_files(path, stream_id):
-        table = pq.read_table(file)
-        columns = table.to_pydict()
-        times = table.column("event_time").cast(pa.int64()).to_pylist()
-        for i in range(table.num_rows):
-            yield Chunk(
-                columns["stream_id"][i],
-                columns["session"][i],
-                columns["seq"][i],
-                columns["offset"][i],
-                columns["payload"][i],
-                times[i] / 1_000_000,
-                columns["crc32c"][i],
-                columns["discontinuity"][i],
-                dict(columns["tags"][i]),
-            )
-
-
-def capture_end(path: str, stream_id: str) -> tuple[int, int] | None:
-    """(next seq, next offset) after the last chunk of a stream in a capture, or None.
-
-    Finds the file holding the highest seq from the files' footer statistics, then reads that one
-    file's seq, offset and payload columns.
-    """
-    best: tuple[int, Path] | None = None
-    for file in capture_files(path, stream_id):
-        metadata = pq.ParquetFile(file).metadata
-        column = metadata.schema.to_arrow_schema().get_field_index("seq")
-        for group in range(metadata.num_row_groups):
-            statistics = metadata.row_group(group).column(column).statistics
-            if statistics is not None and statistics.has_min_max:
-                if best is None or statistics.max > best[0]:
-                    best = (statistics.max, file)
-    if best is None:
-        return None
-    table = pq.read_table(best[1], columns=["seq", "offset", "payload"])
-    last = pc.index(table.column("seq"), best[0]).as_py()
-    offset = table.column("offset")[last].as_py()
-    length = len(table.column("payload")[last].as_py())
-    return best[0] + 1, offset + length

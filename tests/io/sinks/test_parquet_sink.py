@@ -20,9 +20,10 @@ from apache_beam.utils.timestamp import Timestamp
 
 from streamtap.captures import read_capture, reassemble, verify
 from streamtap.chunk import make_chunk
-from streamtap.io.sinks.parquet.sink import _WriteBundleFilesFn, capture_end, capture_files
 from streamtap.io.sinks.parquet.format import chunk_columns
-from streamtap.io.sinks.parquet.writer_processes import WriterProcesses, WriterProcessError
+from streamtap.io.sinks.parquet.read import capture_end, capture_files
+from streamtap.io.sinks.parquet.write import _WriteBundleFilesFn
+from streamtap.io.sinks.parquet.writer_processes import WriterProcessError, WriterProcesses
 from tests.helpers import TcpFeeder, assert_verified, capture, chunks_of, stream_bytes
 
 

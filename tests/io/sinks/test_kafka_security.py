@@ -33,8 +33,9 @@ import yaml
 
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.errors import Unreachable
+from streamtap.io.sinks.kafka import KafkaSink, WriteChunksToKafka, read_kafka_chunks
+from streamtap.io.sinks.kafka.preflight import check_topic
 from streamtap.plugins import parse_config
-from streamtap.io.sinks.kafka.sink import KafkaSink, WriteToKafka, check_topic, read_kafka_chunks
 from streamtap.services.kafka import KafkaService
 from tests.fixtures.kafka import free_port_block, unique_topic
 from tests.helpers import STREAMTAP
@@ -188,7 +189,7 @@ def make_chunks(count: int, stream: str = "sensor1") -> list[Chunk]:
     ]
 
 
-def write_chunks(chunks: list[Chunk], transform: WriteToKafka) -> None:
+def write_chunks(chunks: list[Chunk], transform: WriteChunksToKafka) -> None:
     pipeline = beam.Pipeline(runner="FnApiRunner")
     _ = pipeline | "Chunks" >> beam.Create(chunks) | "Write" >> transform
     pipeline.run().wait_until_finish()
@@ -216,7 +217,7 @@ def sasl_sink(bootstrap_servers: str, topic: str, mechanism: str, **extra) -> di
 
 
 def security_of(sink: KafkaSink) -> dict:
-    return sink._security()
+    return sink.security()
 
 
 def assert_not_in_logs(caplog: pytest.LogCaptureFixture, *passwords: str) -> None:
@@ -276,7 +277,8 @@ def test_sasl_plain_wrong_password_is_an_authentication_error(secured_kafka, mon
     assert_not_in_logs(caplog, wrong)
 
     # The listener really demands authentication: a client without SASL does not get in.
-    (error,) = check_topic(secured_kafka.sasl, topic, max_chunk_bytes=65536, timeout=2)
+    plaintext = KafkaSink(bootstrap_servers=secured_kafka.sasl, topic=topic)
+    (error,) = check_topic(plaintext, max_chunk_bytes=65536, timeout=2)
     assert f"{secured_kafka.sasl} accepts connections though" in error, error
     assert "requires TLS or SASL authentication" in error and "(it is PLAINTEXT)" in error, error
 
@@ -317,15 +319,17 @@ def test_cli_validate_never_shows_the_password(secured_kafka, tmp_path):
 def test_tls_round_trip_with_the_ca_and_certificate_error_without(secured_kafka):
     topic = unique_topic("tls")
     tls = {"security_protocol": "SSL", "ssl_cafile": secured_kafka.ca_file}
-    assert check_topic(secured_kafka.tls, topic, max_chunk_bytes=65536, create=True, **tls) == []
+    sink = KafkaSink(bootstrap_servers=secured_kafka.tls, topic=topic, create_topic=True, **tls)
+    assert check_topic(sink, max_chunk_bytes=65536) == []
     chunks = make_chunks(10, stream="radio1")
-    write_chunks(chunks, WriteToKafka(secured_kafka.tls, topic, **tls))
+    write_chunks(chunks, WriteChunksToKafka(sink))
     assert list(read_kafka_chunks(secured_kafka.tls, topic, timeout=15, **tls)) == chunks
 
     # Without ssl_cafile the client trusts only the system CAs, which did not sign the broker.
-    (error,) = check_topic(
-        secured_kafka.tls, topic, max_chunk_bytes=65536, timeout=2, security_protocol="SSL"
+    untrusting = KafkaSink(
+        bootstrap_servers=secured_kafka.tls, topic=topic, security_protocol="SSL"
     )
+    (error,) = check_topic(untrusting, max_chunk_bytes=65536, timeout=2)
     assert error.startswith("kafka sink.ssl_cafile: the TLS certificate of Kafka at "), error
     assert "CERTIFICATE_VERIFY_FAILED" in error and "self-signed certificate" in error, error
     assert not isinstance(error, Unreachable)

@@ -1,0 +1,93 @@
+"""`type: parquet`: the ParquetSink config, where every option of the Parquet sink lives.
+
+ParquetSink is the plug-in (plugins.py): `validate` checks values without I/O, `preflight`
+checks the directory can be written, `resume_positions` and `read_location` read the capture
+back (read.py), and `transform` hands the object to `WriteChunksToParquet` (write.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterable
+
+from streamtap.chunk import Chunk
+from streamtap.config import PipelineConfig, SinkConfig, doc
+from streamtap.io.sinks.parquet.format import COMPRESSIONS
+from streamtap.io.sinks.parquet.read import capture_end, read_parquet_chunks
+from streamtap.io.sinks.parquet.write import FILE_MODES, WriteChunksToParquet
+
+__all__ = ["ParquetSink"]
+
+
+@dataclass(kw_only=True)
+class ParquetSink(SinkConfig):
+    """`type: parquet`: files per event-time window and stream in a local directory."""
+
+    type_name: ClassVar[str] = "parquet"
+    location_schemes: ClassVar[tuple[str, ...]] = ("",)
+
+    path: str = doc("Directory the capture is written to (created if missing).", "")
+    compression: str = doc(
+        "Parquet codec: none, snappy, zstd, gzip or lz4. zstd saves space on sensor data; "
+        "compressed audio does not shrink.",
+        "zstd",
+    )
+    files: str = doc(
+        "How chunks are grouped into files. 'auto': when every sink of the capture is Parquet "
+        "with files: auto, streams hand their chunks over a whole window at a time and each "
+        "stream's window is written as it leaves the reading step, without a shuffle: one file "
+        "per window and stream (several for a stream faster than ~32 MiB per window); with "
+        "other sinks too, as per_window. 'per_window': one file per window and stream, after "
+        "a GroupByKey (plus one per late pane).",
+        "auto",
+    )
+
+    def validate(self, path: str) -> list[str]:
+        errors = []
+        if not self.path:
+            errors.append(f"{path}.path: required: the directory to write the capture to")
+        elif "://" in self.path:
+            errors.append(
+                f"{path}.path: {self.path!r}: only local paths are supported by this sink"
+            )
+        if self.compression not in COMPRESSIONS:
+            errors.append(
+                f"{path}.compression: must be one of {', '.join(COMPRESSIONS)}, "
+                f"got {self.compression!r}"
+            )
+        if self.files not in FILE_MODES:
+            errors.append(
+                f"{path}.files: must be one of {', '.join(FILE_MODES)}, got {self.files!r}"
+            )
+        return errors
+
+    def preflight(self, config: PipelineConfig) -> list[str]:
+        try:
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return [f"parquet sink: cannot create {self.path}: {error.strerror}"]
+        if not os.access(self.path, os.W_OK):
+            return [f"parquet sink: {self.path} is not writable"]
+        return []
+
+    def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
+        if not Path(self.path).is_dir():
+            return {}
+        positions = {}
+        for stream_id in stream_ids:
+            end = capture_end(self.path, stream_id)
+            if end is not None:
+                positions[stream_id] = end
+        return positions
+
+    def wants_whole_windows(self) -> bool:
+        return self.files == "auto"
+
+    @classmethod
+    def read_location(cls, location: str, stream_id: str | None = None) -> Iterable[Chunk]:
+        return read_parquet_chunks(location, stream_id)
+
+    def transform(self, config: PipelineConfig) -> WriteChunksToParquet:
+        return WriteChunksToParquet(self, whole_windows=config.releases_whole_windows())
