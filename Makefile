@@ -11,6 +11,9 @@ PRISM := .prism/prism
 # Kafka consumer; Kafka itself runs on Java with jars Maven fetches.
 APT_PACKAGES := icecast2 ffmpeg kcat
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# The tests also run the Airflow DAG (airflow/dags/) in a real Airflow: the `airflow` extra, which
+# `make install` and `make demo` leave out (~165 MB more).
+AIRFLOW := $(VENV)/.airflow-installed
 
 .PHONY: install demo test test-deps bench clean
 
@@ -40,7 +43,11 @@ demo: install
 	rm -rf capture
 	$(BIN)/streamtap demo --duration 20 --output ./capture
 
-test: install test-deps
+$(AIRFLOW): $(BIN)/streamtap
+	$(BIN)/pip install --quiet -e '.[test,airflow]'
+	touch $@
+
+test: install $(AIRFLOW) test-deps
 	$(BIN)/python -m pytest
 
 # Every scenario of BENCHMARKS.md (~30 min; `$(BIN)/python -m benchmarks --quick` for ~5 min).

@@ -16,6 +16,7 @@ from streamtap.config.schema import (
     PipelineConfig,
     ReadSettings,
     ReconnectSettings,
+    ScheduleSettings,
     SinkConfig,
     SourceConfig,
     TransformConfig,
@@ -69,6 +70,7 @@ def config_reference(plugins: ConfigTypes) -> str:
     lines += _table(PipelineConfig)
     lines += ["", "#### `chunk`", ""] + _table(ChunkSettings)
     lines += ["", "#### `read`", ""] + _table(ReadSettings)
+    lines += ["", "#### `schedule` (the Airflow DAG)", ""] + _table(ScheduleSettings)
     lines += ["", "#### Every source", ""] + _table(SourceConfig)
     lines += ["", "#### `reconnect` (in every source)", ""] + _table(ReconnectSettings)
     for name, cls in plugins.config_classes(SourceConfig).items():
