@@ -101,7 +101,7 @@ class _FileConnector(Connector):
             if self._switch_files:
                 self._base = resume_offset
                 self._switch_files = False
-                self.seekable = False  # the runtime marks the new stretch as a discontinuity
+                self.seekable = False  # the reader marks the new stretch as a discontinuity
             else:
                 self.seekable = True
             self._identity = identity
