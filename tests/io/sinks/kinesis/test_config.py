@@ -176,3 +176,22 @@ def test_locations_are_checked():
     for bad in ("kinesis://", "kinesis://s/path", "kinesis://s?regoin=us-east-1"):
         with pytest.raises(ValueError, match="expected kinesis://STREAM"):
             list(read_capture(bad))
+
+
+def test_example_config_loads():
+    from pathlib import Path
+
+    from streamtap.plugins import load_config
+
+    example = Path(__file__).parents[4] / "examples" / "kinesis.yaml"
+    config = load_config(example)
+    (sink,) = config.sinks
+    assert isinstance(sink, KinesisSink)
+    assert (sink.stream, sink.region, sink.endpoint_url, sink.create_stream) == (
+        "raw-streams",
+        "us-east-1",
+        "http://127.0.0.1:4566",
+        True,
+    )
+    assert sink.rate_warnings(config) == []
+    assert isinstance(sink.transform(config), WriteChunksToKinesis)
