@@ -148,3 +148,27 @@ def test_explicit_hash_keys_stay_in_the_hash_space():
         for position in range(min(spread, 10)):
             assert 0 <= hash_key("radio1", position, spread) < HASH_SPACE
     assert hash_key("radio1", 0, 1) == partition_hash("radio1")
+
+
+def test_beam_counters_count_records_put_retried_and_throttled(kinesis, kinesis_faults):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    stream = create_stream(kinesis.endpoint_url, unique_stream("metrics"), shards=2)
+    kinesis_faults.set_faults(records=0.3, throttle=0.2)
+    chunks = make_chunks(30)
+    pipeline = beam.Pipeline(runner="FnApiRunner")
+    _ = (
+        pipeline
+        | beam.Create(chunks)
+        | WriteChunksToKinesis(KinesisSink(stream=stream, endpoint_url=kinesis_faults.endpoint_url))
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("streamtap"))["counters"]
+    }
+    assert counters["kinesis.records_put"] == len(chunks)  # no timeouts here: no repeats
+    assert counters["kinesis.bytes_put"] == sum(len(c.payload) for c in chunks)
+    assert counters["kinesis.records_retried"] >= counters["kinesis.records_throttled"] > 0
+    assert counters["radio1.kinesis.records_put"] == 10
