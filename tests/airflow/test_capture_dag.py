@@ -56,7 +56,6 @@ class Airflow:
     def __call__(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
         return subprocess.run(
             [AIRFLOW, *args],
-            check=False,
             env=self.env,
             cwd=self.home,
             capture_output=True,
