@@ -101,7 +101,7 @@ def test_bad_read_settings_are_config_errors():
             }
         )
     message = str(error.value)
-    assert "read.group_size: must be >= 1" in message
+    assert "read.group_size: must be between 1 and 1e+06, got 0" in message
     assert "read.poll_secs: unknown key" in message and "poll_seconds" in message
 
 
