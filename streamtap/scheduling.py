@@ -220,7 +220,11 @@ def verify_scheduled(config_path: str | Path, log: Callable[[str], object] = pri
             )
             continue
         log(f"verifying {location} ({len(expected)} stream(s))")
-        reports = verify(read_capture(location), expected)
+        try:
+            reports = verify(read_capture(location), expected)
+        except (OSError, ValueError) as error:  # nothing written there, or unreadable
+            failures.append(f"{location}: cannot read the capture: {error}")
+            continue
         for report in reports.values():
             log(report.summary())
             for problem in report.problems:

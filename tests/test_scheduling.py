@@ -138,3 +138,12 @@ def test_a_capture_longer_than_its_interval_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="3600 s is not shorter than the 3600 s between runs"):
         scheduling.capture_seconds(capture, 3600)
     assert scheduling.capture_seconds(capture, None) == 3600
+
+
+def test_verify_fails_a_capture_that_is_not_there(tmp_path):
+    path = write_config(
+        tmp_path / "empty.yaml",
+        {**BASE, "sinks": [{"type": "parquet", "path": str(tmp_path / "never-written")}]},
+    )
+    with pytest.raises(scheduling.CaptureNotClean, match="cannot read the capture"):
+        scheduling.verify_scheduled(path, log=lambda line: None)
