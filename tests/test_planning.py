@@ -79,3 +79,49 @@ def test_probe_measures_a_real_icecast_station_within_5_percent(icecast):
     )
     rate, basis = probe_rates(config, 20.0)["radio1"]
     assert rate == pytest.approx(RADIO, rel=0.05), basis
+
+
+def _kinesis(sources, **sink) -> dict:
+    return {
+        "sources": sources,
+        "sinks": [{"type": "kinesis", "stream": "raw", "region": "us-east-1", **sink}],
+    }
+
+
+def _radios(count: int) -> list[dict]:
+    return [
+        {"id": f"radio{i:03d}", "type": "http", "url": "http://127.0.0.1:1/x", "expected_rate": "128kbit/s"}
+        for i in range(count)
+    ]
+
+
+def _figures(plan) -> dict:
+    return {figure.what: figure for figure in plan.figures if figure.scope.startswith("sinks[0]")}
+
+
+def test_one_kinesis_shard_holds_62_radio_streams_by_bytes():
+    # 62 x (16,000 B + ~110 B of envelope and key per 1 s chunk) = 998,820 B/s < 1 MB/s; 63 is over.
+    for count, shards in ((62, 1), (63, 2)):
+        figures = _figures(make_plan(parse_config(_kinesis(_radios(count))), {}))
+        assert figures["shards by bytes"].value == shards, count
+        assert figures["shards by records"].value == 1  # 62 or 63 records/s
+        assert figures["shards needed"].value == shards
+
+
+def test_200_radio_streams_need_4_kinesis_shards():
+    figures = _figures(make_plan(parse_config(_kinesis(_radios(200))), {}))
+    assert figures["shards needed"].value == 4
+    assert figures["bytes per second into Kinesis"].value == pytest.approx(200 * 16_110, rel=0.01)
+
+
+def test_a_sensor_sent_a_sample_per_record_fills_a_shards_record_budget_alone():
+    sensor = {"id": "temp1", "type": "synthetic", "rate": 1000, "sample_format": "float32"}
+    plan = make_plan(parse_config({**_kinesis([sensor]), "chunk": {"max_bytes": 4}}), {})
+    figures = _figures(plan)
+    assert figures["records per second"].value == 1000
+    assert figures["shards by records"].value == 1
+    (problem,) = [f for f in plan.problems if f.scope.startswith("sinks[0]")]
+    assert "stream temp1 alone fills its 1 shard(s) (1,000 records/s" in problem.problem
+    # Chunked by time instead (1 s of samples per record), the same sensor is 1 record/s.
+    chunked = _figures(make_plan(parse_config(_kinesis([sensor])), {}))
+    assert chunked["records per second"].value == 1

@@ -16,8 +16,10 @@ from urllib.parse import urlparse
 
 from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, doc, range_errors
+from streamtap.config.capacity import Figure, StreamLoad
 from streamtap.errors import RunError, Unreachable
 from streamtap.io.sinks.kinesis.client import describe_error, error_code, is_retriable, make_client
+from streamtap.io.sinks.kinesis.plan import kinesis_figures
 from streamtap.io.sinks.kinesis.read import parse_location, read_kinesis_chunks, stream_ends
 from streamtap.io.sinks.kinesis.write import MAX_RECORD_BYTES, WriteChunksToKinesis
 
@@ -151,7 +153,8 @@ class KinesisSink(SinkConfig):
         )
         warnings = []
         for index, source in enumerate(config.sources):
-            rate = _declared_bytes_per_second(source)
+            declared = source.declared_rate()
+            rate = None if declared is None else declared[0]
             records = 1 / config.chunk.max_seconds
             if rate is not None:
                 records = max(records, rate / config.chunk.max_bytes)
@@ -179,6 +182,9 @@ class KinesisSink(SinkConfig):
                 f"back and it falls behind; {fix}"
             )
         return warnings
+
+    def plan(self, loads: list[StreamLoad], config: PipelineConfig) -> list[Figure]:
+        return kinesis_figures(self, loads)
 
     # -- with I/O --
 
@@ -276,18 +282,6 @@ def _summary(client, stream: str) -> dict[str, Any] | None:
         if error_code(error) == "ResourceNotFoundException":
             return None
         raise
-
-
-def _declared_bytes_per_second(source) -> float | None:
-    """The rate a source's settings state, if any: its expected_rate, or for a synthetic
-    source samples/s x sample size."""
-    expected = getattr(source, "expected_rate", None)
-    if expected is not None:
-        return float(expected)
-    if source.type == "synthetic":
-        sample_size = source.sample_size  # a property in newer code, a method before
-        return float(source.rate) * (sample_size() if callable(sample_size) else sample_size)
-    return None
 
 
 def _sink_path(config: PipelineConfig, sink: SinkConfig) -> str:
