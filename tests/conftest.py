@@ -2,7 +2,8 @@
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.icecast", "tests.fixtures.kafka", "tests.fixtures.flink", "tests.fixtures.kinesis"]
+pytest_plugins = ["tests.fixtures.icecast", "tests.fixtures.kafka", "tests.fixtures.flink",
+                  "tests.fixtures.kinesis", "tests.fixtures.hdfs", "tests.fixtures.s3"]
 
 
 @pytest.fixture(autouse=True)

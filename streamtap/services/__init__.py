@@ -5,6 +5,7 @@ Each module exposes one class with `up()`, `down()` and `status()`; SERVICES map
 """
 
 from streamtap.services.flink import FlinkService
+from streamtap.services.hdfs import HdfsService
 from streamtap.services.icecast import IcecastService
 from streamtap.services.kafka import KafkaService
 from streamtap.services.kinesis import KinesisService
@@ -12,5 +13,6 @@ from streamtap.services.spark import SparkService
 
 SERVICES = {
     service.name: service
-    for service in (KafkaService, IcecastService, FlinkService, SparkService, KinesisService)
+    for service in (KafkaService, IcecastService, FlinkService, SparkService, HdfsService,
+                    KinesisService)
 }
