@@ -48,7 +48,6 @@ _TRANSIENT_CODES = {
     "ServiceUnavailable",
     "SlowDown",
     "RequestTimeout",
-    "RequestTimeTooSkewed",
     "Throttling",
     "ThrottlingException",
 }
