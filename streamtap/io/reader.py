@@ -337,6 +337,10 @@ class StreamReader:
                 except (SourceError, OSError, asyncio.TimeoutError, EOFError) as error:
                     ended_by = _describe_error(error)
                     self._report_error(ended_by, permanent=isinstance(error, PermanentSourceError))
+                except Exception as error:  # a connector's bug, likely on one input: retried too
+                    _LOGGER.exception("%s: the session failed on an unexpected error", self.stream_id)
+                    ended_by = f"internal error ({type(error).__name__}), see the log"
+                    self._report_error(ended_by, permanent=True)
                 self._cutter.cut()
                 if self._finished:
                     break
@@ -350,9 +354,9 @@ class StreamReader:
                 await self._sleep_unless_finished(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.source.reconnect.max_delay)
                 self.stats.reconnects += 1
-        except Exception:  # a bug in a connector must not kill the other streams silently
+        except Exception:  # a bug in the reader must not kill the other streams silently
             _LOGGER.exception("%s: reader failed", self.stream_id)
-            self._report_error("internal error, see the worker log", permanent=True)
+            self._report_error("internal error, see the worker log", permanent=True, retry=False)
             self._finish()
         finally:
             ticker.cancel()
@@ -393,11 +397,12 @@ class StreamReader:
         if self._session_task is not None and not self._session_task.done():
             self._session_task.cancel()
 
-    def _report_error(self, message: str, permanent: bool) -> None:
+    def _report_error(self, message: str, permanent: bool, retry: bool = True) -> None:
         self.stats.errors += 1
         self.stats.last_error = message
         log = _LOGGER.error if permanent or self.stats.errors == 1 else _LOGGER.warning
-        log("%s: %s (%s); will retry", self.stream_id, message, self._connector.describe())
+        log("%s: %s (%s); %s", self.stream_id, message, self._connector.describe(),
+            "will retry" if retry else "the stream has stopped")
 
 
 def _describe_error(error: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,10 +103,57 @@ class LoopbackServer:
             self._tasks.discard(task)
 
 
+class ServerThread:
+    """A LoopbackServer on its own event loop in a background thread, for captures that run
+    elsewhere (the hub's loop, a pipeline, a `streamtap` subprocess).
+
+    Use as `with ServerThread(handler) as server:`; `server.url(...)` and `server.requests` as on
+    LoopbackServer.
+    """
+
+    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None):
+        self._server = LoopbackServer(handler, ssl_context)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loopback-server", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._server.__aenter__())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._server.__aexit__(None, None, None))
+        self._loop.close()
+
+    @property
+    def requests(self) -> list[Request]:
+        return self._server.requests
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def url(self, path: str = "/", host: str = "127.0.0.1", userinfo: str = "") -> str:
+        return self._server.url(path, host, userinfo)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(10), "the loopback server did not start"
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
 def head(status: str = "HTTP/1.1 200 OK", headers: Mapping[str, str] | None = None) -> bytes:
-    """A response head with CRLF line ends."""
+    """A response head with CRLF line ends: latin-1 bytes, or UTF-8 if it has other characters."""
     lines = [status] + [f"{name}: {value}" for name, value in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    text = "\r\n".join(lines) + "\r\n\r\n"
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
 
 
 def chunked(pieces: list[bytes], extension: bytes = b"", trailers: bytes = b"") -> bytes:

@@ -202,6 +202,47 @@ def test_server_closing_before_content_length_is_not_a_clean_end():
     assert bytes(outcome.sink.data) == data
 
 
+@pytest.mark.parametrize("length", ["²", "١٠", "1²", "9" * 5000, "10, 11", "-1", "0x10"])
+def test_a_content_length_that_is_not_ascii_digits_is_a_source_error(length):
+    outcome = capture(body_handler(head(headers={"Content-Length": length}) + b"x" * 10))
+
+    assert isinstance(outcome.error, SourceError)
+    assert "bad Content-Length" in str(outcome.error)
+    assert "ASCII digits" in str(outcome.error) and len(str(outcome.error)) < 300
+    assert outcome.sink.data == b""
+
+
+def test_a_hostile_header_fails_the_session_and_the_stream_goes_on_with_the_next():
+    """`Content-Length: ²` (and `icy-metaint: ²`) once raised ValueError, which the reader took for
+    its own bug: the stream stopped for good while the log said it would retry."""
+    from streamtap.config import ChunkSettings, ReconnectSettings
+    from streamtap.io.hub import hub
+    from streamtap.io.reader import StreamPosition
+    from tests.io.sources.http_servers import ServerThread
+
+    data = payload(3000, seed=5)
+    hostile = [head(headers={"Content-Length": "²"}) + data,
+               head("ICY 200 OK", {"icy-metaint": "²"}) + data]
+
+    async def handle(request, writer) -> None:
+        writer.write(hostile.pop(0) if hostile else head(headers={"Content-Length": "3000"}) + data)
+        await writer.drain()
+
+    with ServerThread(handle) as server:
+        source = HttpSource(id="hostile-headers", url=server.url("/s"), on_eof="stop",
+                            reconnect=ReconnectSettings(initial_delay=0.05, max_delay=0.1))
+        reader = hub().attach(source, ChunkSettings(max_bytes=1000), StreamPosition(), None)
+        deadline = time.monotonic() + RUN_LIMIT
+        while not reader.finished(3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        chunks = [reader.chunk(seq) for seq in range(3)]
+        hub().release(reader)
+
+    assert len(server.requests) == 3
+    assert b"".join(c.payload for c in chunks) == data
+    assert reader.stats.errors == 2 and "icy-metaint '²'" in reader.stats.last_error
+
+
 # --- status lines, headers, redirects ------------------------------------------------------------
 
 
@@ -520,7 +561,8 @@ def test_valid_config_has_no_errors():
         ({"url": "example.com/stream"}, "sources[0].url: scheme none is not supported"),
         ({"url": ""}, "sources[0].url: required"),
         ({"url": "http:///path"}, "sources[0].url: 'http:///path' has no host"),
-        ({"url": "http://host:99999/"}, "sources[0].url: 'http://host:99999/' is not a valid URL"),
+        # A bad port may be a password with an unescaped '/' or '#': nothing of it is shown.
+        ({"url": "http://host:99999/"}, "sources[0].url: 'http://***' is not a valid URL: Port"),
         ({"url": "http://host/a b"}, "sources[0].url: must not contain spaces"),
         ({"url": "http://h/", "connect_timeout": 0}, "sources[0].connect_timeout: must be > 0"),
         ({"url": "http://h/", "read_timeout": -1.0}, "sources[0].read_timeout: must be > 0"),
@@ -540,7 +582,10 @@ def test_config_errors_name_the_key(fields, expected):
     assert any(expected in error for error in errors), errors
 
 
-def test_describe_hides_credentials():
-    source = HttpSource(id="radio", url="https://dj:secret@radio.example:8443/live?q=1")
+def test_describe_and_repr_hide_credentials_query_values_and_header_values():
+    source = HttpSource(id="radio", url="https://dj:secret@radio.example:8443/live?q=1&t=tok#f",
+                        headers={"X-Api-Key": "key123"})
 
-    assert source.connector().describe() == "https://radio.example:8443/live?q=1"
+    assert source.connector().describe() == "https://***@radio.example:8443/live?q=***&t=***#***"
+    for secret in ("dj", "secret", "tok", "key123", "q=1"):
+        assert secret not in repr(source) and secret not in source.connector().describe()

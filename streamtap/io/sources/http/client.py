@@ -25,11 +25,11 @@ from streamtap.io.sources.http.connection import (
     Connection,
     Target,
     os_error_text,
-    redact,
     url_problem,
     within,
 )
 from streamtap.io.sources.http.response import TOKEN, Head, malformed, read_head
+from streamtap.redaction import redact_url
 
 __all__ = ["HttpClient", "header_problems", "status_error"]
 
@@ -249,7 +249,7 @@ class HttpClient:
         problem = url_problem(new_url)
         if problem:
             raise SourceError(
-                f"{target.where} redirects to {redact(new_url)!r}, which cannot be followed: "
+                f"{target.where} redirects to {redact_url(new_url)!r}, which cannot be followed: "
                 f"{problem}"
             )
         new = Target.parse(new_url)

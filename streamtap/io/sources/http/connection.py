@@ -1,9 +1,10 @@
 """One HTTP(S) connection of the `http` source: the URL it goes to, and timed reads from it.
 
-`Target` is a URL split into what a connection and a request line need (credentials never shown:
-`redact`). `Connection` is one TCP or TLS connection whose reads are bounded by the read timeout
-through a watchdog timer, and which lets a slow stream's packets gather between reads
-(gather_seconds): the per-read cost of 1,000 live streams is the hot path, not the bytes.
+`Target` is a URL split into what a connection and a request line need (shown only through
+`streamtap.redaction.redact_url`: no user info, query values or fragment). `Connection` is one
+TCP or TLS connection whose reads are bounded by the read timeout through a watchdog timer, and
+which lets a slow stream's packets gather between reads (gather_seconds): the per-read cost of
+1,000 live streams is the hot path, not the bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 from streamtap.errors import PermanentSourceError, SourceError
+from streamtap.redaction import redact_url
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -28,7 +30,6 @@ __all__ = [
     "Connection",
     "Target",
     "os_error_text",
-    "redact",
     "url_problem",
     "within",
 ]
@@ -54,24 +55,13 @@ def url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
     except ValueError as error:
-        return f"{redact(url)!r} is not a valid URL: {error}"
+        return f"{redact_url(url)!r} is not a valid URL: {error}"
     if parts.scheme.lower() not in DEFAULT_PORTS:
         shown = repr(parts.scheme) if parts.scheme else "none"
         return f"scheme {shown} is not supported; use an http:// or https:// URL"
     if not parts.hostname:
-        return f"{redact(url)!r} has no host; expected http://host[:port]/path"
+        return f"{redact_url(url)!r} has no host; expected http://host[:port]/path"
     return None
-
-
-def redact(url: str) -> str:
-    """`url` without user name and password: fit for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,7 @@ class Target:
     def parse(cls, url: str) -> Target:
         problem = url_problem(url)
         if problem:
-            raise PermanentSourceError(f"cannot use URL {redact(url)!r}: {problem}")
+            raise PermanentSourceError(f"cannot use URL {redact_url(url)!r}: {problem}")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         # Keep valid percent-escapes and reserved characters; escape what a request line can't hold.
@@ -108,8 +98,8 @@ class Target:
 
     @property
     def where(self) -> str:
-        """The URL without credentials."""
-        return redact(self.url)
+        """The URL fit for messages: no user info, query values or fragment (redact_url)."""
+        return redact_url(self.url)
 
     @property
     def host_header(self) -> str:

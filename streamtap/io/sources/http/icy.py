@@ -12,7 +12,7 @@ import re
 
 from streamtap.errors import SourceError
 from streamtap.io.sources.http.connection import Target
-from streamtap.io.sources.http.response import Head, decode_text
+from streamtap.io.sources.http.response import Head, decode_text, header_number
 
 __all__ = ["IcyDemuxer", "IcyMetadata", "metaint_of", "stream_title"]
 
@@ -99,9 +99,11 @@ def metaint_of(head: Head, target: Target) -> int | None:
     value = head.get("icy-metaint")
     if value is None:
         return None
-    if not value.isdigit() or not 0 < int(value) < 2**31:
+    metaint = header_number(value)
+    if metaint is None or not 0 < metaint < 2**31:
         raise SourceError(
-            f"malformed ICY response from {target.where}: icy-metaint {value!r} is not a "
-            "positive integer; set icy_metadata: false to capture the stream without metadata"
+            f"malformed ICY response from {target.where}: icy-metaint {value[:40]!r} is not a "
+            "positive integer (ASCII digits 0-9, below 2^31); set icy_metadata: false to capture "
+            "the stream without metadata"
         )
-    return int(value)
+    return metaint

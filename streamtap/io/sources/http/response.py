@@ -22,6 +22,7 @@ __all__ = [
     "Head",
     "body_for",
     "decode_text",
+    "header_number",
     "malformed",
     "read_head",
     "read_header_lines",
@@ -32,6 +33,10 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _STATUS_LINE = re.compile(rb"(HTTP/1\.[01]|ICY) ([0-9]{3})(?: (.*))?")
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A number in a header (Content-Length, icy-metaint): ASCII digits only. str.isdigit() and int()
+# also take other scripts' digits ('²', '٣'), which then failed outside the parser's errors and
+# stopped the stream for good; 18 digits keep int() far from its 4,300-digit limit.
+_HEADER_NUMBER = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 # --- responses -----------------------------------------------------------------------------------
@@ -58,6 +63,12 @@ def decode_text(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def header_number(value: str) -> int | None:
+    """The value of a numeric header (ASCII digits, surrounding blanks allowed), or None."""
+    value = value.strip(" \t")
+    return int(value) if _HEADER_NUMBER.fullmatch(value) else None
 
 
 def malformed(target: Target, problem: str) -> SourceError:
@@ -264,8 +275,12 @@ def body_for(conn: Connection, head: Head) -> Body:
         )
     lengths = head.headers.get("content-length")
     if lengths:
-        values = {v.strip() for value in lengths for v in value.split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
-            raise malformed(target, f"bad Content-Length {', '.join(lengths)!r}")
-        return _LengthBody(conn, int(values.pop()))
+        values = {header_number(v) for value in lengths for v in value.split(",")}
+        if len(values) != 1 or None in values:
+            raise malformed(
+                target,
+                f"bad Content-Length {', '.join(lengths)[:40]!r} (expected one decimal number of "
+                "ASCII digits 0-9)",
+            )
+        return _LengthBody(conn, values.pop())
     return _UntilCloseBody(conn)

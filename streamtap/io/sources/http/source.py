@@ -15,9 +15,10 @@ from streamtap.config import SourceConfig, doc
 from streamtap.errors import SourceError
 from streamtap.io.connector import ByteSink, Connector
 from streamtap.io.sources.http.client import HttpClient, header_problems
-from streamtap.io.sources.http.connection import Connection, redact, url_problem
+from streamtap.io.sources.http.connection import Connection, url_problem
 from streamtap.io.sources.http.icy import IcyDemuxer, metaint_of, stream_title
 from streamtap.io.sources.http.response import Head, body_for
+from streamtap.redaction import redact_headers, redact_url
 
 __all__ = ["HttpSource"]
 
@@ -87,6 +88,12 @@ class HttpSource(SourceConfig):
     def connector(self) -> Connector:
         return _HttpConnector(self)
 
+    def __repr__(self) -> str:
+        # The generated repr would print the URL's credentials and the header values.
+        shown = {**vars(self), "url": redact_url(self.url), "headers": redact_headers(self.headers)}
+        fields = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        return f"{type(self).__name__}({fields})"
+
 
 class _HttpConnector(Connector):
     """Opens sessions of one HttpSource: one GET, redirects followed, body pumped to the sink."""
@@ -105,7 +112,7 @@ class _HttpConnector(Connector):
         )
 
     def describe(self) -> str:
-        return redact(self._config.url)
+        return redact_url(self._config.url)
 
     async def run_session(self, sink: ByteSink, resume_offset: int) -> None:
         # resume_offset is ignored: a live stream cannot be resumed, it is simply reopened.
