@@ -26,7 +26,8 @@ from apache_beam.runners.runner import PipelineState
 
 from streamtap.config import PipelineConfig
 from streamtap.errors import RunError
-from streamtap.io.hub import clear_stop, request_stop
+from streamtap.io.hub import clear_stop, hub, request_stop
+from streamtap.io.reader import StreamStats
 from streamtap.pipelines.capture import build_capture, resume_positions
 from streamtap.plugins import PLUGINS, Plugins
 from streamtap.status import StatusPrinter, summary_lines
@@ -74,6 +75,7 @@ def run_capture(
     options = pipeline_options(beam_args, plugins)
     plugin = plugins.runner(options.view_as(StandardOptions).runner)
     clear_stop()
+    stats_before = _stream_stats()  # of earlier captures in this process
     streaming = options.view_as(StandardOptions).streaming
     bounded = not streaming and (
         duration is not None or all(source.max_bytes for source in config.sources)
@@ -168,4 +170,26 @@ def run_capture(
     if state != PipelineState.DONE:
         out.write(f"streamtap: the pipeline ended in state {state}\n")
         return 1
+    failed = _failed_streams([source.id for source in config.sources], stats_before)
+    if failed:  # the others' chunks are written; the run still failed
+        out.write("".join(f"streamtap: {line}\n" for line in failed))
+        return 1
     return 0
+
+
+def _stream_stats() -> dict[str, StreamStats]:
+    """The counters of every stream read in this process so far, ended or not."""
+    return {**hub().finished, **{sid: reader.stats for sid, reader in hub().readers.items()}}
+
+
+def _failed_streams(stream_ids: Sequence[str], before: dict[str, StreamStats]) -> list[str]:
+    """A line for each stream this run read that captured nothing and had errors. Streams read
+    elsewhere (remote workers) are not judged: their counters are not here."""
+    now = _stream_stats()
+    return [
+        f"{stream_id}: FAILED: captured nothing; {stats.errors} error(s), the last: "
+        f"{stats.last_error}"
+        for stream_id in stream_ids
+        if (stats := now.get(stream_id)) is not None and stats is not before.get(stream_id)
+        and stats.chunks == 0 and stats.errors
+    ]
