@@ -26,8 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from streamtap.errors import ServiceError
-from streamtap.pipelines.runners.java import java, last_lines
-from streamtap.services import process
+from streamtap.services import maven, process
 from streamtap.services.kafka_config import KAFKA_VERSION, ensure_jars, write_configs
 
 __all__ = ["KAFKA_VERSION", "KafkaService", "ensure_jars"]
@@ -106,7 +105,7 @@ class KafkaService:
         if all(self._pid(i) for i in range(self.brokers)):
             self._wait_ready(timeout=_START_TIMEOUT)
             return {"bootstrap_servers": self.bootstrap_servers}
-        java = _java()
+        java = maven.java("Kafka")
         jars = ensure_jars(self.version)
         self._check_ports()
         self._write_configs()
@@ -178,7 +177,7 @@ class KafkaService:
         """
         self._check_index(index)
         if not self._pid(index):
-            self._start(index, _java(), ensure_jars(self.version))
+            self._start(index, maven.java("Kafka"), ensure_jars(self.version))
         if wait:
             self._wait_broker(index, time.monotonic() + _START_TIMEOUT)
 
@@ -196,7 +195,7 @@ class KafkaService:
 
     def start_all_brokers(self) -> None:
         """Starts every stopped node and waits until the whole cluster answers."""
-        java, jars = _java(), ensure_jars(self.version)
+        java, jars = maven.java("Kafka"), ensure_jars(self.version)
         for index in range(self.brokers):
             if not self._pid(index):
                 self._start(index, java, jars)
@@ -321,7 +320,7 @@ class KafkaService:
             if result.returncode != 0:
                 raise ServiceError(
                     f"formatting the storage of Kafka broker {index} failed "
-                    f"(exit {result.returncode}):\n{last_lines(output)}"
+                    f"(exit {result.returncode}):\n{maven.last_lines(output)}"
                 )
 
         if todo:
@@ -368,7 +367,7 @@ class KafkaService:
             if not self._pid(index):
                 raise ServiceError(
                     f"Kafka broker {index} exited while starting; see its log "
-                    f"{self._log_path(index)}:\n{_tail(self._log_path(index))}"
+                    f"{self._log_path(index)}:\n{maven.tail(self._log_path(index))}"
                 )
             if process.port_open(self.port + index):
                 try:
@@ -385,7 +384,7 @@ class KafkaService:
         raise ServiceError(
             f"Kafka broker {index} at {self.broker_address(index)} did not answer metadata "
             f"requests in time (last error: {last_error}); see its log "
-            f"{self._log_path(index)}:\n{_tail(self._log_path(index))}"
+            f"{self._log_path(index)}:\n{maven.tail(self._log_path(index))}"
         )
 
     def _wait_ready(self, timeout: float) -> None:
@@ -393,10 +392,6 @@ class KafkaService:
         deadline = time.monotonic() + timeout
         for index in range(self.brokers):
             self._wait_broker(index, deadline)
-
-
-def _java() -> str:
-    return java("Kafka", package="openjdk-17-jre-headless")
 
 
 def _live_brokers(bootstrap_servers: str) -> list:
@@ -413,9 +408,3 @@ def _live_brokers(bootstrap_servers: str) -> list:
     finally:
         admin.close()
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return last_lines(path.read_text(errors="replace"), lines)
-    except OSError:
-        return "(no log)"

@@ -18,37 +18,12 @@ from pathlib import Path
 
 from streamtap.pipelines.runners.java import copy_dependencies
 from streamtap.pipelines.runners.local import cache_dir
+from streamtap.services import maven
 
 __all__ = ["KAFKA_VERSION", "ensure_jars", "write_configs"]
 
 KAFKA_VERSION = "4.4.0"
 _LOG4J_VERSION = "2.25.3"  # Kafka 4.x logs through slf4j 1.7; log4j-slf4j-impl binds it to log4j2.
-
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>streamtap</groupId>
-  <artifactId>kafka-server-jars</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-core</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
 
 _LOG4J_CONFIG = """status = warn
 appender.console.type = Console
@@ -72,8 +47,13 @@ def ensure_jars(version: str = KAFKA_VERSION) -> Path:
     """The directory of Kafka's jars, fetched from Maven Central the first time."""
     target = cache_dir() / f"kafka-{version}"
     if not target.is_dir():
-        copy_dependencies(_POM.format(kafka=version, log4j=_LOG4J_VERSION), target,
-                          "kafka_2.13-*.jar", f"Kafka {version}'s jars", timeout=900)
+        artifacts = [
+            f"org.apache.kafka:kafka_2.13:{version}",
+            f"org.apache.logging.log4j:log4j-core:{_LOG4J_VERSION}",
+            f"org.apache.logging.log4j:log4j-slf4j-impl:{_LOG4J_VERSION}",
+        ]
+        copy_dependencies(maven.pom("kafka-server", artifacts), target, "kafka_2.13-*.jar",
+                          f"Kafka {version}'s jars", timeout=900)
     return target
 
 

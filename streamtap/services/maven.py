@@ -1,26 +1,22 @@
 """Java services' jars from Maven Central, and the Java runtime that runs them.
 
-`fetch_jars` writes a small pom naming the wanted artifacts, runs `mvn dependency:copy-dependencies`
-on it and moves the jars (with every runtime dependency) into `cache_dir()/<name>-<version>`, once:
-later calls return that directory at once. A download is made in a temporary directory beside the
-target and renamed into place, so an interrupted fetch never leaves half a jar set behind and two
-concurrent fetches do not mix.
+`fetch_jars` writes a small pom naming the wanted artifacts and fetches them with every runtime
+dependency into `cache_dir()/<name>-<version>`, once (`pipelines.runners.java.copy_dependencies`,
+which the runners' job servers use too: a temporary directory renamed into place, so an
+interrupted fetch never leaves half a jar set behind).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamtap.errors import ServiceError
+from streamtap.pipelines.runners import java as runners_java
+from streamtap.pipelines.runners.java import copy_dependencies, last_lines
 from streamtap.services import process
 
-__all__ = ["fetch_jars", "java", "last_lines", "tail"]
+__all__ = ["fetch_jars", "java", "last_lines", "pom", "tail"]
 
 log = logging.getLogger(__name__)
 
@@ -63,58 +59,16 @@ def fetch_jars(name: str, version: str, artifacts: Sequence[str], marker: str) -
       marker: a glob that must match a jar of a complete download ("hadoop-hdfs-*.jar").
     """
     target = process.cache_dir() / f"{name}-{version}"
-    if target.is_dir():
-        return target
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServiceError(
-            f"{name} {version} jars are not in {target} and Maven is not installed to fetch "
-            "them: install it (apt-get install maven)"
-        )
-    log.info("fetching %s %s jars from Maven Central into %s", name, version, target)
-    with tempfile.TemporaryDirectory(prefix=f".{name}-{version}-", dir=target.parent) as tmp:
-        work = Path(tmp)
-        (work / "pom.xml").write_text(pom(name, artifacts))
-        result = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={work / 'jars'}",
-            ],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if result.returncode != 0 or not any((work / "jars").glob(marker)):
-            raise ServiceError(
-                f"fetching {name} {version} from Maven Central failed (mvn exit "
-                f"{result.returncode}):\n{last_lines(result.stdout + result.stderr)}"
-            )
-        try:
-            os.rename(work / "jars", target)
-        except OSError:
-            if not target.is_dir():  # not a concurrent download that won the race
-                raise
+    if not target.is_dir():
+        log.info("fetching %s %s jars from Maven Central into %s", name, version, target)
+        copy_dependencies(pom(name, artifacts), target, marker, f"{name} {version}'s jars",
+                          timeout=900)
     return target
 
 
 def java(service: str = "this service") -> str:
     """The `java` of $JAVA_HOME, else the one on PATH; ServiceError saying what to install."""
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").exists():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        raise ServiceError(
-            f"java not found: {service} needs a Java 17+ runtime on PATH or in JAVA_HOME "
-            "(apt-get install openjdk-17-jre-headless)"
-        )
-    return found
+    return runners_java.java(service, package="openjdk-17-jre-headless")
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -123,8 +77,3 @@ def tail(path: Path, lines: int = 20) -> str:
         return last_lines(path.read_text(errors="replace"), lines)
     except OSError:
         return "(no log)"
-
-
-def last_lines(text: str, lines: int = 20) -> str:
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
