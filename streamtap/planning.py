@@ -160,6 +160,12 @@ class _CountingSink:
     def room(self) -> int:
         return 1 << 20
 
+    def open_session(self, tags) -> _CountingSink:
+        return self  # a listening source's connections at once: their bytes count together
+
+    def close(self, error: str | None = None) -> None:
+        pass
+
     def rate(self, started: float, ended: float) -> float:
         if self._first is not None and self._last_write > self._first[0]:
             since, counted = self._first

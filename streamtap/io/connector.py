@@ -14,7 +14,7 @@ from typing import Mapping, Protocol
 
 from streamtap.errors import PermanentSourceError, SourceError
 
-__all__ = ["ByteSink", "Connector", "PermanentSourceError", "SourceError"]
+__all__ = ["ByteSink", "Connector", "PermanentSourceError", "Session", "SourceError"]
 
 
 class ByteSink(Protocol):
@@ -42,6 +42,25 @@ class ByteSink(Protocol):
     def room(self) -> int:
         """Bytes the chunk being filled can still take. A read of exactly that many, written as
         a `bytes` object while no chunk is being filled, becomes the chunk's payload as it is."""
+
+    def open_session(self, tags: Mapping[str, str]) -> Session:
+        """A session of its own beside others at once: one connection of a listening source.
+
+        Its bytes are cut into chunks of their own (a chunk never mixes two sessions' bytes),
+        with a session id of their own and `tags` (say, the peer's address) in each; the first
+        chunk of each is marked as a discontinuity. The chunks of all sessions share the
+        stream's seq numbers and offsets, in the order they are cut. Write into the session as
+        into this sink; close() it when the connection ends. A connector writes either into the
+        sink or into sessions, not both (`streamtap.io.sessions`).
+        """
+
+
+class Session(ByteSink, Protocol):
+    """One of several sessions of a stream at once (ByteSink.open_session)."""
+
+    def close(self, error: str | None = None) -> None:
+        """Cuts what the session holds and ends it. `error`: why it failed (reported as an error
+        of the stream), None for a clean end."""
 
 
 class Connector(abc.ABC):

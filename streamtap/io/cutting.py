@@ -82,8 +82,22 @@ class ChunkCutter:
         self.limit_reached = False
         self._emit = emit
         self._window_micros = int(window_seconds * 1e6) if window_seconds else 0
+        self._window_seconds = window_seconds
         self._window_end = 0  # the end of the pending chunk's window, in µs (with windows)
         self._end_offset = end_offset
+
+    def spawn(self, emit: Emit) -> ChunkCutter:
+        """A cutter with the same size, time and window rules, emitting to `emit`, with no byte
+        limit of its own: the chunk being filled of one more session of the same stream
+        (`streamtap.io.sessions`, which keeps the stream's byte limit itself)."""
+        return ChunkCutter(
+            self.max_bytes, self.max_seconds, emit, window_seconds=self._window_seconds
+        )
+
+    @property
+    def end_offset(self) -> int | None:
+        """Stream offset at which the stream ends (its byte limit), or None."""
+        return self._end_offset
 
     @property
     def next_byte_offset(self) -> int:

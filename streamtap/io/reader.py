@@ -32,6 +32,7 @@ from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.errors import PermanentSourceError, SourceError
 from streamtap.io.connector import Connector
 from streamtap.io.cutting import ChunkCutter
+from streamtap.io.sessions import ConcurrentSession, watermark as concurrent_watermark
 
 __all__ = ["StreamPosition", "StreamReader", "StreamStats"]
 
@@ -128,6 +129,10 @@ class StreamReader:
             end_offset=position.end_offset,
         )
         self._session = ""
+        self._next_offset = position.next_offset  # of the next chunk cut
+        # Sessions run at once (open_session; streamtap.io.sessions), and whether there were any.
+        self._sessions: list[ConcurrentSession] = []
+        self._concurrent = False
         # A resumed restriction (seq > 0) means an earlier reader's session is gone.
         self._mark_discontinuity = position.next_seq > 0
         self._awaiting_first_byte = False
@@ -197,6 +202,8 @@ class StreamReader:
     def _watermark(self, next_seq: int) -> float:
         now = time.time()
         with self._lock:
+            if self._concurrent:
+                return concurrent_watermark(self, next_seq, now)
             waiting = self.chunk_unlocked(next_seq)
             if waiting is not None:
                 return waiting.event_time
@@ -276,30 +283,44 @@ class StreamReader:
         while self._retained_bytes > _BUFFER_LIMIT_BYTES and not self._finished:
             await asyncio.sleep(0.01)
 
+    def open_session(self, tags: Mapping[str, str]) -> ConcurrentSession:
+        """A session of its own beside others at once (see ByteSink.open_session)."""
+        return ConcurrentSession(self, tags)
+
     def _retain(
-        self, payload: bytes, offset: int, first_byte_time: float, tags: Mapping[str, str]
+        self,
+        payload: bytes,
+        offset: int,
+        first_byte_time: float,
+        tags: Mapping[str, str],
+        session: str | None = None,
+        discontinuity: bool = False,
     ) -> None:
         """The cutter's emit: numbers a cut chunk and keeps it until the runner commits it.
 
         Retained before the cutter clears its pending bytes, so watermark() always sees these
-        bytes pending or retained, never neither.
+        bytes pending or retained, never neither. `session`, `discontinuity`: those of a
+        concurrent session's chunk; None: the reader's own session.
         """
+        if session is None:
+            session, discontinuity = self._session, self._mark_discontinuity
+            self._mark_discontinuity = False
         chunk = make_chunk(
             self.stream_id,
-            self._session,
+            session,
             self._next_seq,
             offset,
             payload,
             first_byte_time,
-            self._mark_discontinuity,
+            discontinuity,
             {**self._user_tags, **tags},
         )
-        if self._mark_discontinuity:
+        if discontinuity:
             self.stats.discontinuities += 1
-        self._mark_discontinuity = False
         with self._new_data:
             self._retained.append(chunk)
             self._retained_bytes += len(payload)
+            self._next_offset = offset + len(payload)
             self._next_seq += 1
             self.stats.chunks += 1
             self._new_data.notify_all()
@@ -390,6 +411,8 @@ class StreamReader:
         if self._finished:
             return
         self._cutter.cut()
+        for session in list(self._sessions):
+            session.cut()
         with self._new_data:
             self._finished = True
             self._new_data.notify_all()

@@ -3,12 +3,15 @@
 The same captures on Prism, unbounded and stopped by SIGINT, are in tests/test_prism_capture.py.
 """
 
+import io
 import os
 import socket
 import threading
 import time
 
 from streamtap.io.sources.synthetic import SyntheticSource, synthetic_bytes
+from streamtap.pipelines.run import run_capture
+from streamtap.plugins import parse_config
 from tests.helpers import (
     TcpFeeder,
     assert_verified,
@@ -232,19 +235,23 @@ def test_a_dead_stream_does_not_stop_the_healthy_ones(tmp_path):
     dead_port = free_port()  # nothing listens here
     data = os.urandom(200_000)
     with TcpFeeder(data) as feeder:
-        output = capture(
-            _config(
+        out = io.StringIO()
+        code = run_capture(
+            parse_config(_config(
                 [
                     {"id": "dead1", "type": "tcp", "address": f"127.0.0.1:{dead_port}",
                      "reconnect": {"initial_delay": 0.1, "max_delay": 0.2}},
                     feeder.source("alive1"),
                 ],
                 tmp_path,
-            ),
-            duration=3,
+            )),
+            ["--runner=FnApiRunner"], duration=3, status_interval=0, out=out,
         )
+    output = out.getvalue()
     assert stream_bytes(str(tmp_path), "alive1") == data
     assert "dead1" in output and "connection refused" in output
+    # The run still fails: a configured stream captured nothing (tests/pipelines/test_run.py).
+    assert code == 1 and "dead1: FAILED: captured nothing" in output, output
 
 
 def test_per_stream_beam_metrics_count_what_was_captured(tmp_path):

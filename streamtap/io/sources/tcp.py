@@ -2,7 +2,8 @@
 
 Delivery: every byte each connection delivered, in order. Bytes a peer sent while no connection
 was up are not seen; the first chunk of every new connection after the first is marked as a
-discontinuity.
+discontinuity. `tcp_listen` reads all its connections at once, each a session of its own
+(streamtap.io.sessions): a chunk holds one connection's bytes and names it (tag `peer`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -62,19 +64,6 @@ class TcpSource(SourceConfig):
 
     def connector(self) -> Connector:
         return _TcpConnector(self)
-
-
-async def _pump(reader: asyncio.StreamReader, sink: ByteSink, read_timeout: float | None) -> None:
-    """Copies a connection into the sink until the peer closes it."""
-    while True:
-        await sink.wait_for_room()
-        try:
-            data = await asyncio.wait_for(reader.read(_READ_SIZE), read_timeout)
-        except asyncio.TimeoutError:
-            raise SourceError(f"no data for {read_timeout:g} s") from None
-        if not data:
-            return
-        sink.write(data)
 
 
 async def _pump_socket(sock: socket.socket, sink: ByteSink, read_timeout: float | None) -> None:
@@ -140,6 +129,14 @@ class _TcpConnector(Connector):
 
 @dataclass(kw_only=True)
 class TcpListenSource(SourceConfig):
+    """Devices connect in; every connection is read at once, each its own session.
+
+    The stream is the connections' chunks interleaved whole: a chunk holds the bytes of one
+    connection only and names it (tag `peer`, its own `session`); one connection's bytes are its
+    chunks in seq order. Connections beyond `max_connections` are closed as they come, with a
+    warning.
+    """
+
     type_name: ClassVar[str] = "tcp_listen"
 
     address: str = doc("host:port to listen on (use 127.0.0.1 or a specific interface).", "")
@@ -149,6 +146,13 @@ class TcpListenSource(SourceConfig):
         min=0.001,
         max=86400,
     )
+    max_connections: int = doc(
+        "Most connections read at once, each its own session; one more is accepted and closed "
+        "at once (a warning says so) until one of them ends.",
+        64,
+        min=1,
+        max=1024,
+    )
 
     def validate(self, path: str) -> list[str]:
         return super().validate(path) + _validate_address(self.address, path)
@@ -157,44 +161,75 @@ class TcpListenSource(SourceConfig):
         return _TcpListenConnector(self)
 
 
-class _TcpListenConnector(Connector):
-    """One session per accepted connection. Connections are read one after the other.
+# A full listener says so at most this often (with the count refused meanwhile).
+_REFUSAL_LOG_SECONDS = 10.0
 
-    A stream is one ordered byte sequence, so a second device connecting while the first is
-    still sending waits (the kernel holds its bytes) until the first one closes.
-    """
+
+class _TcpListenConnector(Connector):
+    """A session is the listener's life: every accepted connection is read at once into a
+    session of its own (ByteSink.open_session), up to max_connections."""
 
     def __init__(self, config: TcpListenSource):
         self._config = config
         self._host, self._port = parse_address(config.address)
-        self._server: asyncio.base_events.Server | None = None
-        self._connections: asyncio.Queue | None = None
+        self._refused = 0
+        self._refusal_logged_at = -1e9
 
     def describe(self) -> str:
         return f"tcp-listen://{self._config.address}"
 
-    async def _ensure_listening(self) -> asyncio.Queue:
-        if self._server is None:
-            self._connections = asyncio.Queue()
-
-            async def accept(reader, writer):
-                await self._connections.put((reader, writer))
-
-            self._server = await asyncio.start_server(
-                accept, self._host, self._port, reuse_address=True
-            )
-            _LOGGER.info("listening on %s", self._config.address)
-        return self._connections
-
     async def run_session(self, sink: ByteSink, resume_offset: int) -> None:
-        connections = await self._ensure_listening()
-        reader, writer = await connections.get()
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server((self._host, self._port))
+        listener.setblocking(False)
+        _LOGGER.info("%s: listening on %s (at most %d connections at once)", self._config.id,
+                     self._config.address, self._config.max_connections)
+        readers: set[asyncio.Task] = set()
         try:
-            await _pump(reader, sink, self._config.read_timeout)
+            while True:
+                connection, peer = await loop.sock_accept(listener)
+                if len(readers) >= self._config.max_connections:
+                    connection.close()
+                    self._refuse(peer)
+                    continue
+                task = loop.create_task(self._read(connection, _peer_text(peer), sink))
+                readers.add(task)
+                task.add_done_callback(readers.discard)
         finally:
-            writer.close()
+            listener.close()
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+    async def _read(self, connection: socket.socket, peer: str, sink: ByteSink) -> None:
+        """Reads one connection into a session of its own until the peer closes it."""
+        session = sink.open_session({"peer": peer})
+        _LOGGER.info("%s: connection from %s", self._config.id, peer)
+        error = None
+        try:
+            with connection:
+                connection.setblocking(False)
+                await _pump_socket(connection, session, self._config.read_timeout)
+        except SourceError as failure:
+            error = str(failure)
+        except OSError as failure:
+            error = (failure.strerror or str(failure) or type(failure).__name__).lower()
+        finally:
+            session.close(error)
+
+    def _refuse(self, peer) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_SECONDS:
+            _LOGGER.warning(
+                "%s: closed the connection from %s: max_connections (%d) are open; %d refused "
+                "so far (raise max_connections to read more devices at once)",
+                self._config.id, _peer_text(peer), self._config.max_connections, self._refused,
+            )
+            self._refusal_logged_at = now
+
+
+def _peer_text(peer) -> str:
+    """An accepted peer address as host:port ([v6]:port)."""
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
