@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 PRISM_VERSION := v2.77.0
 PRISM := .prism/prism
 # Real services the tests start: an Icecast radio station fed by ffmpeg, kcat as an independent
-# Kafka consumer; Kafka itself runs on Java with jars Maven fetches.
-APT_PACKAGES := icecast2 ffmpeg kcat
+# Kafka consumer, a Prometheus server that scrapes a capture's metrics; Kafka itself runs on
+# Java with jars Maven fetches.
+APT_PACKAGES := icecast2 ffmpeg kcat prometheus
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # The tests also run the Airflow DAG (airflow/dags/) in a real Airflow: the `airflow` extra, which
 # `make install` and `make demo` leave out (~165 MB more).

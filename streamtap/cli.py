@@ -86,6 +86,24 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds between status lines (0: off)",
     )
+    run.add_argument(
+        "--status-format",
+        choices=("text", "json"),
+        default="text",
+        help="status lines as text, or one JSON object per stream and interval (on stdout)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics while the capture runs",
+    )
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics are served on (default 127.0.0.1; 0.0.0.0: every interface)",
+    )
     run.set_defaults(handler=_run)
 
     plan = commands.add_parser(
@@ -153,6 +171,30 @@ def _seconds(above: float | None):
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
+def _show_status_lines(log_level: str) -> None:
+    """Status lines (INFO records of streamtap.status) on stdout at any log level, as bare
+    lines; the rate watch's flags and recoveries (streamtap.ratewatch) shown unless the log
+    level is above warning."""
+    from streamtap.status import STATUS_LOGGER
+
+    status = logging.getLogger(STATUS_LOGGER)
+    if not status.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        status.addHandler(handler)
+    status.setLevel(logging.INFO)
+    status.propagate = False
+    if getattr(logging, log_level.upper()) <= logging.WARNING:
+        logging.getLogger("streamtap.ratewatch").setLevel(logging.INFO)
 
 
 def _stream_id(text: str) -> str:
@@ -253,8 +295,13 @@ def _run(args, extra) -> int:
         return EXIT_FAILED
     for problem in problems:
         sys.stderr.write(f"streamtap: warning: {problem}; starting anyway, the sink keeps retrying\n")
+    _show_status_lines(args.log_level)
     try:
-        return run_capture(config, extra, args.duration, args.status_interval)
+        return run_capture(
+            config, extra, args.duration, args.status_interval,
+            status_format=args.status_format, metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     except RunError as error:
         sys.stderr.write(f"streamtap: {error}\n")
         return EXIT_USAGE

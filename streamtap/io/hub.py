@@ -31,6 +31,8 @@ _LOGGER = logging.getLogger(__name__)
 _FREEZE_AFTER_SECONDS = 30.0
 # A stop file is looked for at most this often per process, however many readers ask.
 _STOP_FILE_CHECK_SECONDS = 0.2
+# The rate watches run at least this often (each reader asks for a quarter of its chunk interval).
+_RATE_WATCH_SECONDS = 0.25
 
 # --- stop requests -------------------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class _Hub:
             thread = threading.Thread(target=loop.run_forever, name="streamtap-io", daemon=True)
             thread.start()
             loop.call_soon_threadsafe(loop.call_later, _FREEZE_AFTER_SECONDS, _freeze_long_lived)
+            loop.call_soon_threadsafe(self._watch_rates)
             self._loop = loop
         return self._loop
 
@@ -136,6 +139,25 @@ class _Hub:
             reader.start(self._event_loop())
             self.readers[source.id] = reader
             return reader
+
+    def _watch_rates(self) -> None:
+        """Runs every reader's rate watch, then again after the shortest period they ask for.
+
+        One sweep per process on the event loop, not a timer per reader (timers per reader cost
+        a wake-up each; see reader._TICK_SECONDS); reading itself only counts bytes.
+        """
+        with self._lock:
+            readers = list(self.readers.values())
+        now = time.time()
+        period = _RATE_WATCH_SECONDS
+        try:
+            for reader in readers:
+                reader.check_rate(now)
+                period = min(period, reader.rate_watch.period)
+        except Exception:  # a bug here must not end the watch of every stream
+            _LOGGER.exception("the rate watch failed")
+        finally:
+            self._loop.call_later(period, self._watch_rates)
 
     def min_watermark(self, max_age: float = 0.1) -> float:
         """The lowest watermark of all streams read in this process (epoch seconds).

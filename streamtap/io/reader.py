@@ -32,11 +32,14 @@ from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.errors import PermanentSourceError, SourceError
 from streamtap.io.connector import Connector
 from streamtap.io.cutting import ChunkCutter
+from streamtap.io.ratewatch import OK, RateChange, RateWatch, Shortfall
 from streamtap.io.sessions import ConcurrentSession, watermark as concurrent_watermark
 
 __all__ = ["StreamPosition", "StreamReader", "StreamStats"]
 
 _LOGGER = logging.getLogger(__name__)
+# The rate watch's flags (WARNING) and recoveries (INFO): `streamtap run` shows both by default.
+_RATE_LOGGER = logging.getLogger("streamtap.ratewatch")
 
 # A reader stops reading while this many received bytes wait to be committed (backpressure).
 _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
@@ -81,6 +84,15 @@ class StreamStats:
     errors: int = 0
     last_error: str = ""
     state: str = "starting"
+    # Chunks and bytes the runner committed (handed on to the sinks).
+    committed_chunks: int = 0
+    committed_bytes: int = 0
+    # The rate watch (streamtap.io.ratewatch): OK, LOW or STALLED, the shortfall while flagged,
+    # how often the stream was flagged, and its declared rate (bytes/s) if any.
+    rate_state: str = OK
+    shortfall: Shortfall | None = None
+    rate_flags: int = 0
+    expected_rate: float | None = None
 
 
 class StreamReader:
@@ -108,7 +120,9 @@ class StreamReader:
     ):
         self.source = source
         self.stream_id = source.id
-        self.stats = StreamStats()
+        expected_rate = float(source.expected_rate) if source.expected_rate else None
+        self.stats = StreamStats(expected_rate=expected_rate)
+        self.rate_watch = RateWatch(chunking.max_seconds, expected_rate, start=time.time())
         self._connector: Connector = source.connector()
         self._deadline = position.deadline
         self._stop_requested = stop_requested
@@ -161,8 +175,12 @@ class StreamReader:
             oldest = self._retained[0].seq if self._retained else self._next_seq
             if not oldest <= position.next_seq <= self._next_seq:
                 return False
+            stats = self.stats
             while self._retained and self._retained[0].seq < position.next_seq:
-                self._retained_bytes -= len(self._retained.popleft().payload)
+                size = len(self._retained.popleft().payload)
+                self._retained_bytes -= size
+                stats.committed_chunks += 1
+                stats.committed_bytes += size
             return True
 
     def chunk(self, seq: int) -> Chunk | None:
@@ -338,6 +356,18 @@ class StreamReader:
         """Asks the reader to cut what it has and finish (called from any thread)."""
         self._stopping = True
 
+    def check_rate(self, now: float) -> None:
+        """Runs the rate watch on the byte counter (the hub calls it every `rate_watch.period`
+        seconds, on the event loop); logs a flag at WARNING, a recovery at INFO."""
+        if self._finished:
+            return
+        change = self.rate_watch.check(now, self.stats.bytes)
+        self.stats.shortfall = self.rate_watch.shortfall
+        if change is not None:
+            self.stats.rate_state = change.after
+            self.stats.rate_flags = self.rate_watch.flags
+            _log_rate_change(self.stream_id, change)
+
     async def _run(self) -> None:
         ticker = asyncio.get_running_loop().create_task(self._tick())
         delay = self.source.reconnect.initial_delay
@@ -417,6 +447,7 @@ class StreamReader:
             self._finished = True
             self._new_data.notify_all()
         self.stats.state = "finished"
+        self.stats.rate_state, self.stats.shortfall = OK, None  # an ended stream owes nothing
         if self._session_task is not None and not self._session_task.done():
             self._session_task.cancel()
 
@@ -426,6 +457,20 @@ class StreamReader:
         log = _LOGGER.error if permanent or self.stats.errors == 1 else _LOGGER.warning
         log("%s: %s (%s); %s", self.stream_id, message, self._connector.describe(),
             "will retry" if retry else "the stream has stopped")
+
+
+def _log_rate_change(stream_id: str, change: RateChange) -> None:
+    shortfall = change.shortfall
+    expected = (
+        f"expected_rate {shortfall.expected_rate:g} B/s" if shortfall.expected_rate else
+        "no expected_rate"
+    )
+    if change.after == OK:
+        _RATE_LOGGER.info(
+            "%s: rate watch: recovered; it was %s", stream_id, shortfall.describe()
+        )
+    else:
+        _RATE_LOGGER.warning("%s: rate watch: %s (%s)", stream_id, shortfall.describe(), expected)
 
 
 def _describe_error(error: BaseException) -> str:

@@ -33,6 +33,7 @@ from streamtap.chunk import Chunk
 from streamtap.config import ChunkSettings, ReadSettings, SourceConfig, range_errors
 from streamtap.io.cutting import event_micros
 from streamtap.io.hub import hub
+from streamtap.io.ratewatch import LOW, OK, STALLED
 from streamtap.io.reader import StreamPosition, StreamReader
 
 __all__ = ["GroupPosition", "ReadStreams", "group_streams"]
@@ -46,7 +47,9 @@ _MAX_EVENT_TIME = 253402300799.0
 _MAX_GROUP_SIZE = 1000
 # Default for read.per_stream_metrics: per-stream Beam counters up to this many streams.
 _PER_STREAM_METRICS_UP_TO = 50
-_COUNTER_NAMES = ("bytes", "chunks", "reconnects", "discontinuities", "errors")
+_COUNTER_NAMES = ("bytes", "chunks", "reconnects", "discontinuities", "errors", "rate_flags")
+# The rate watch's state as a number, for the per-stream gauge `<id>.rate_state`.
+_RATE_STATE_VALUES = {OK: 0, LOW: 1, STALLED: 2}
 # A bounded group that found nothing to emit pauses this long before deferring (see process()).
 _BOUNDED_IDLE_PAUSE_SECONDS = 0.02
 # When chunks are held until their window closes, a stream holding more than this many bytes
@@ -220,8 +223,10 @@ class _StreamCounters:
         self._per_stream = per_stream
         self._totals = {name: Metrics.counter("streamtap", name) for name in _COUNTER_NAMES}
         self._streams: dict[str, dict] = {}
-        # Reconnects and errors counted by each reader so far, to count only what is new.
+        # Reconnects, errors and rate flags counted by each reader so far, to count what is new;
+        # the rate state last reported per stream (gauges are set when it changes).
         self._reported: dict[str, dict[str, int]] = {}
+        self._rate_states: dict[str, str] = {}
 
     def inc(self, stream_id: str, name: str, value: int = 1) -> None:
         self._totals[name].inc(value)
@@ -241,12 +246,21 @@ class _StreamCounters:
 
     def report_reader(self, reader: StreamReader) -> None:
         # Reconnects and errors happen on the reader's thread; counters move only in process().
-        reported = self._reported.setdefault(reader.stream_id, {"reconnects": 0, "errors": 0})
-        for name in ("reconnects", "errors"):
+        reported = self._reported.setdefault(
+            reader.stream_id, {"reconnects": 0, "errors": 0, "rate_flags": 0}
+        )
+        for name in ("reconnects", "errors", "rate_flags"):
             current = getattr(reader.stats, name)
             if current > reported[name]:
                 self.inc(reader.stream_id, name, current - reported[name])
                 reported[name] = current
+        # `<id>.rate_state` (0 ok, 1 low, 2 stalled): per stream only, like the other counters.
+        state = reader.stats.rate_state
+        if self._per_stream and self._rate_states.get(reader.stream_id) != state:
+            self._rate_states[reader.stream_id] = state
+            Metrics.gauge("streamtap", f"{reader.stream_id}.rate_state").set(
+                _RATE_STATE_VALUES[state]
+            )
 
 
 class _ReadStreamFn(beam.DoFn, RestrictionProvider):

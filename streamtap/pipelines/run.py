@@ -7,6 +7,8 @@ in its options, refuses what it cannot run and watches the job; any other Beam r
 
 Stopping: the first Ctrl-C / SIGTERM asks every stream to cut what it has received and end, so the
 pipeline drains (every window is written) and the process exits 0. A second one cancels the job.
+Runners that run the whole pipeline inside `run()` (the FnApiRunner) run in a thread of their own,
+so that this one takes the signals and the status lines go on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Sequence, TextIO
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineState
 
 from streamtap.config import PipelineConfig
@@ -30,7 +33,7 @@ from streamtap.io.hub import clear_stop, hub, request_stop
 from streamtap.io.reader import StreamStats
 from streamtap.pipelines.capture import build_capture, resume_positions
 from streamtap.plugins import PLUGINS, Plugins
-from streamtap.status import StatusPrinter, summary_lines
+from streamtap.status import STATUS_LOGGER, StatusPrinter, summary_lines
 
 __all__ = ["RunError", "DEFAULT_RUNNER", "pipeline_options", "run_capture"]
 
@@ -66,11 +69,20 @@ def run_capture(
     status_interval: float = 10.0,
     out: TextIO = sys.stderr,
     plugins: Plugins = PLUGINS,
+    status_format: str = "text",
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
     """Runs the capture until it ends (duration, byte limits, EOF) or is stopped.
 
+    Status lines (every `status_interval` seconds, `status_format` "text" or "json") are INFO
+    records of the `streamtap.status` logger; when nothing configured that logger (the CLI
+    does), they go to `out` like the rest. `metrics_port`: serve Prometheus metrics there
+    while the capture runs (streamtap.metrics).
+
     Returns the process exit code: 0 when the pipeline finished and wrote everything. Raises
-    RunError when the chosen runner cannot run it (the message says what to change).
+    RunError when the chosen runner cannot run it or the metrics port cannot be bound (the
+    message says what to change).
     """
     options = pipeline_options(beam_args, plugins)
     plugin = plugins.runner(options.view_as(StandardOptions).runner)
@@ -99,29 +111,57 @@ def run_capture(
         parallelism=reader_parallelism(options),
     )
 
+    metrics = None
+    if metrics_port is not None:
+        from streamtap.metrics import serve_metrics
+
+        try:
+            metrics = serve_metrics(
+                metrics_port, [source.id for source in config.sources], metrics_host
+            )
+        except OSError as error:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RunError(f"{error.strerror or error}: choose another --metrics-port") from error
+        out.write(f"streamtap: metrics at http://{metrics.host}:{metrics.port}/metrics\n")
     runner = options.view_as(StandardOptions).runner
     mode = "bounded" if bounded else "unbounded"
     until = f"for {duration:g} s" if duration else "until stopped (Ctrl-C drains and exits)"
     out.write(f"streamtap: capturing {len(config.sources)} stream(s) on {runner} ({mode}) {until}\n")
     out.flush()
 
-    # Runner daemons started now (Prism, job servers) inherit "ignore", so a Ctrl-C at the
-    # terminal, which signals the whole process group, stops the streams, not the runner.
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = pipeline.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if plugin is not None:
-        plugin.watch(options, [source.id for source in config.sources])
+    # The FnApiRunner runs the whole pipeline inside run(): in the wait thread below, so that
+    # this thread takes Ctrl-C and the status lines print while it runs.
+    in_run = isinstance(pipeline.runner, FnApiRunner)
+    status_output = _StatusOutput(out)
+    status = StatusPrinter(status_interval, status_format)
+    results: list = []
+    if not in_run:
+        # Runner daemons started now (Prism, job servers) inherit "ignore", so a Ctrl-C at the
+        # terminal, which signals the whole process group, stops the streams, not the runner.
+        previous = {
+            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            results.append(pipeline.run())
+        except BaseException:
+            status_output.close()
+            if metrics is not None:
+                metrics.close()
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if plugin is not None:
+            plugin.watch(options, [source.id for source in config.sources])
 
     finished = threading.Event()
     outcome: dict[str, object] = {}
 
     def wait() -> None:
         try:
-            outcome["state"] = result.wait_until_finish()
+            if not results:
+                results.append(pipeline.run())
+            outcome["state"] = results[0].wait_until_finish()
         except BaseException as error:  # reported below, in the main thread
             outcome["error"] = error
         finally:
@@ -141,19 +181,24 @@ def run_capture(
         else:
             out.write("\nstreamtap: cancelling the pipeline\n")
             try:
-                result.cancel()
+                if results:  # an in-run pipeline cannot be cancelled: just stop waiting for it
+                    results[0].cancel()
             finally:
                 finished.set()
 
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    status = StatusPrinter(out, status_interval)
     status.start()
     threading.Thread(target=wait, name="streamtap-wait", daemon=True).start()
+    if in_run and plugin is not None:
+        plugin.watch(options, [source.id for source in config.sources])
     try:
         while not finished.wait(0.2):
             pass
     finally:
         status.stop()
+        status_output.close()
+        if metrics is not None:
+            metrics.close()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -193,3 +238,25 @@ def _failed_streams(stream_ids: Sequence[str], before: dict[str, StreamStats]) -
         if (stats := now.get(stream_id)) is not None and stats is not before.get(stream_id)
         and stats.chunks == 0 and stats.errors
     ]
+
+
+class _StatusOutput:
+    """Sends the status lines to `out` while a run lasts, unless the `streamtap.status` logger
+    has a handler of its own (the CLI gives it one)."""
+
+    def __init__(self, out: TextIO):
+        self._logger = logging.getLogger(STATUS_LOGGER)
+        self._handler: logging.Handler | None = None
+        self._level = self._logger.level
+        if not self._logger.handlers:
+            self._handler = logging.StreamHandler(out)
+            self._handler.setFormatter(logging.Formatter("%(message)s"))
+            self._logger.addHandler(self._handler)
+            if self._logger.getEffectiveLevel() > logging.INFO:
+                self._logger.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        if self._handler is not None:
+            self._logger.removeHandler(self._handler)
+            self._logger.setLevel(self._level)
+            self._handler = None
