@@ -33,7 +33,7 @@ from streamtap.errors import PermanentSourceError, SourceError
 from streamtap.io.connector import Connector
 from streamtap.io.cutting import ChunkCutter
 from streamtap.io.ratewatch import OK, RateChange, RateWatch, Shortfall
-from streamtap.io.sessions import ConcurrentSession, watermark as concurrent_watermark
+from streamtap.io.sessions import ConcurrentSession, concurrent_watermark
 
 __all__ = ["StreamPosition", "StreamReader", "StreamStats"]
 

@@ -12,7 +12,7 @@ is marked as a discontinuity, except the very first chunk of a fresh capture.
 
 Event times then no longer follow seq order (a chunk cut from one connection may have arrived
 before one cut earlier from another), so the stream's watermark is the earliest event time of
-every chunk not yet emitted and every chunk being filled (`watermark`), not just the next one's.
+every chunk not yet emitted and every chunk being filled (`concurrent_watermark`), not just the next one's.
 
 Part of the reader (`streamtap.io.reader`), split off to keep each module to one job: it works on
 the reader's internals on the reader's event loop, under the reader's rules. Sources that open
@@ -26,12 +26,13 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # the reader imports this module; this one needs the reader's type only
-    from streamtap.io.reader import StreamReader
+# The reader (streamtap.io.reader.StreamReader) imports this module, so it is not imported here:
+# the layout test forbids the cycle even for type checking.
+StreamReader = Any
 
-__all__ = ["ConcurrentSession", "watermark"]
+__all__ = ["ConcurrentSession", "concurrent_watermark"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class ConcurrentSession:
                        session=self.session, discontinuity=discontinuity)
 
 
-def watermark(reader: StreamReader, next_seq: int, now: float) -> float:
+def concurrent_watermark(reader: StreamReader, next_seq: int, now: float) -> float:
     """No chunk from `next_seq` on has an event time before this, for a stream whose sessions
     ran at once: the earliest of every chunk not yet emitted and every chunk being filled (the
     reader's lock is held). With nothing anywhere, the clock, as in StreamReader.watermark."""

@@ -22,7 +22,6 @@ from streamtap.errors import SourceError
 __all__ = ["TcpSource", "TcpListenSource", "parse_address"]
 
 _LOGGER = logging.getLogger(__name__)
-_READ_SIZE = 256 * 1024
 
 
 def parse_address(address: str) -> tuple[str, int]:

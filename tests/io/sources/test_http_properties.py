@@ -176,7 +176,7 @@ def test_damaged_chunked_framing_is_a_source_error_or_bytes_never_another_error(
     position %= len(framed)
     damaged = framed[:position] if cut else framed[:position] + replacement + framed[position + 1:]
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    result, error = _outcome(head + damaged, _head_and_body)
+    _, error = _outcome(head + damaged, _head_and_body)
 
     if error is not None:
         assert "chunked" in str(error) or "closed the connection" in str(error), str(error)

@@ -5,6 +5,7 @@ out): tests/io/test_capture_sources.py."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -65,7 +66,7 @@ def test_concurrent_connections_are_read_at_once_and_each_reassembles_exactly(tm
         thread.join(10)
 
     chunks = chunks_of(str(tmp_path), "devices")
-    assert set(c.tags["peer"] for c in chunks) == set(peers)
+    assert {c.tags["peer"] for c in chunks} == set(peers)
     for peer, data in zip(peers, payloads):
         mine = [c for c in chunks if c.tags["peer"] == peer]
         assert b"".join(c.payload for c in mine) == data, peer
@@ -74,7 +75,7 @@ def test_concurrent_connections_are_read_at_once_and_each_reassembles_exactly(tm
     report = assert_verified(str(tmp_path), streams=1)["devices"]
     assert report.sessions == 6 and report.discontinuities == 5
     # The connections were read at once, not one after another: their chunks interleave.
-    switches = sum(a.tags["peer"] != b.tags["peer"] for a, b in zip(chunks, chunks[1:]))
+    switches = sum(a.tags["peer"] != b.tags["peer"] for a, b in itertools.pairwise(chunks))
     assert switches > 3 * len(payloads), switches
 
 
