@@ -162,3 +162,60 @@ class CaptureProcess:
             output, _ = self.process.communicate()
             raise AssertionError(f"streamtap did not exit within {timeout} s:\n{output}")
         return self.process.returncode, output
+
+
+class LiveBroadcast:
+    """A live TCP stream: every client gets the broadcast from the moment it connects.
+
+    The broadcast is a sequence of `piece`-byte pieces, each an 8-byte big-endian piece number
+    followed by bytes derived from it, so any captured session can be checked on its own
+    (`check_session`) wherever a reconnect made it start.
+    """
+
+    def __init__(self, rate: int = 200_000, piece: int = 2000):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._rate, self._piece = rate, piece
+        self._start = time.monotonic()
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def piece(self, number: int) -> bytes:
+        body = bytes((number * 31 + i) & 0xFF for i in range(self._piece - 8))
+        return number.to_bytes(8, "big") + body
+
+    def check_session(self, data: bytes) -> None:
+        """Asserts `data` is whole consecutive pieces (the last one may be cut short)."""
+        first = int.from_bytes(data[:8], "big")
+        for index, start in enumerate(range(0, len(data), self._piece)):
+            expected = self.piece(first + index)
+            got = data[start:start + self._piece]
+            assert got == expected[:len(got)], f"piece {first + index} differs"
+
+    def _current_piece(self) -> int:
+        return int((time.monotonic() - self._start) * self._rate) // self._piece
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            number = self._current_piece()
+            while not self._stop.is_set():
+                now = self._current_piece()
+                try:
+                    while number < now:
+                        connection.sendall(self.piece(number))
+                        number += 1
+                except OSError:
+                    return
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import threading
 import time
 
@@ -26,6 +25,7 @@ from streamtap.pipelines.run import run_capture
 from tests.fixtures.flink import taskmanager_of_job
 from tests.helpers import (
     CaptureProcess,
+    LiveBroadcast,
     TcpFeeder,
     assert_verified,
     chunks_of,
@@ -130,63 +130,6 @@ def test_bounded_capture_on_flink_batch(flink_env, tmp_path):
     assert "sensor1.bytes" in accumulators, accumulators[:2000]
 
 
-class _LiveBroadcast:
-    """A live TCP stream: every client gets the broadcast from the moment it connects.
-
-    The broadcast is a sequence of `piece`-byte pieces, each an 8-byte big-endian piece number
-    followed by bytes derived from it, so any captured session can be checked on its own
-    (`check_session`) wherever a reconnect made it start.
-    """
-
-    def __init__(self, rate: int = 200_000, piece: int = 2000):
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._rate, self._piece = rate, piece
-        self._start = time.monotonic()
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def piece(self, number: int) -> bytes:
-        body = bytes((number * 31 + i) & 0xFF for i in range(self._piece - 8))
-        return number.to_bytes(8, "big") + body
-
-    def check_session(self, data: bytes) -> None:
-        """Asserts `data` is whole consecutive pieces (the last one may be cut short)."""
-        first = int.from_bytes(data[:8], "big")
-        for index, start in enumerate(range(0, len(data), self._piece)):
-            expected = self.piece(first + index)
-            got = data[start:start + self._piece]
-            assert got == expected[:len(got)], f"piece {first + index} differs"
-
-    def _current_piece(self) -> int:
-        return int((time.monotonic() - self._start) * self._rate) // self._piece
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection:
-            number = self._current_piece()
-            while not self._stop.is_set():
-                now = self._current_piece()
-                try:
-                    while number < now:
-                        connection.sendall(self.piece(number))
-                        number += 1
-                except OSError:
-                    return
-                time.sleep(0.01)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-
-
 def test_taskmanager_killed_mid_capture_recovers_from_checkpoint(flink_healed, tmp_path):
     """SIGKILL of the TaskManager running the capture: the job restarts from its last
     checkpoint on the other TaskManager. The followed file resumes at its offset with nothing
@@ -196,7 +139,7 @@ def test_taskmanager_killed_mid_capture_recovers_from_checkpoint(flink_healed, t
     growing = tmp_path / "growing.bin"
     growing.write_bytes(b"")
     file_data = os.urandom(4_000_000)
-    broadcast = _LiveBroadcast()
+    broadcast = LiveBroadcast()
     config = write_config(
         tmp_path / "pipeline.yaml",
         {
