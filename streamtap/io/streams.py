@@ -36,7 +36,7 @@ from streamtap.io.hub import hub
 from streamtap.io.ratewatch import LOW, OK, STALLED
 from streamtap.io.reader import StreamPosition, StreamReader
 
-__all__ = ["GroupPosition", "ReadStreams", "group_streams"]
+__all__ = ["GroupPosition", "ReadStreams", "group_streams", "per_stream_metrics"]
 
 # Claimed (as (index, END_OF_STREAM)) when a stream of the group has finished: EOF, deadline,
 # byte limit or stop.
@@ -69,6 +69,14 @@ def group_streams(count: int, group_size: int | None, parallelism: int = 1) -> l
         groups = min(count, max(parallelism, math.ceil(count / _MAX_GROUP_SIZE)))
         group_size = math.ceil(count / groups)
     return [range(first, min(first + group_size, count)) for first in range(0, count, group_size)]
+
+
+def per_stream_metrics(reading: ReadSettings, streams: int) -> bool:
+    """read.per_stream_metrics with its default filled in: on up to 50 streams (the sinks'
+    per-stream counters follow it too)."""
+    if reading.per_stream_metrics is None:
+        return streams <= _PER_STREAM_METRICS_UP_TO
+    return reading.per_stream_metrics
 
 
 @dataclass(frozen=True)
@@ -288,10 +296,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         self._poll_seconds = reading.poll_seconds or default_poll_seconds(
             chunking, release_by_window
         )
-        per_stream = reading.per_stream_metrics
-        if per_stream is None:
-            per_stream = sum(map(len, self._groups)) <= _PER_STREAM_METRICS_UP_TO
-        self._per_stream_metrics = per_stream
+        self._per_stream_metrics = per_stream_metrics(reading, sum(map(len, self._groups)))
         self._start_positions = dict(start_positions)
         self._stop_file = stop_file
         self._duration = duration

@@ -444,3 +444,26 @@ def test_example_config_loads():
         True,
     )
     assert isinstance(sink.transform(config), WriteChunksToKafka)
+
+
+def test_per_stream_counters_follow_read_per_stream_metrics(kafka):
+    from streamtap.config import ReadSettings
+
+    topic = create_topic(kafka.bootstrap_servers, unique_topic(), partitions=1)
+    for per_stream in (False, True):
+        sink = KafkaSink(bootstrap_servers=kafka.bootstrap_servers, topic=topic)
+        config = PipelineConfig(sinks=[sink], read=ReadSettings(per_stream_metrics=per_stream))
+        pipeline = beam.Pipeline(runner="FnApiRunner")
+        _ = pipeline | beam.Create([make_test_chunk(i) for i in range(6)]) | sink.transform(config)
+        result = pipeline.run()
+        result.wait_until_finish()
+        counters = {
+            c.key.metric.name: c.committed
+            for c in result.metrics().query()["counters"]
+            if c.key.metric.namespace == "streamtap"
+        }
+        assert counters["kafka_records"] == 6  # the totals always
+        per_stream_names = [name for name in counters if name.endswith(".kafka_records")]
+        assert bool(per_stream_names) == per_stream, counters
+        if per_stream:
+            assert sum(counters[name] for name in per_stream_names) == 6

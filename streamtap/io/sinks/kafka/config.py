@@ -158,7 +158,12 @@ class KafkaSink(SinkConfig):
         return read_location(location, stream_id)
 
     def transform(self, config: PipelineConfig) -> WriteChunksToKafka:
-        return WriteChunksToKafka(self)
+        from streamtap.io.streams import per_stream_metrics
+
+        # Per-stream counters follow read.per_stream_metrics, like the readers' (ReadStreams).
+        return WriteChunksToKafka(
+            self, per_stream_metrics=per_stream_metrics(config.read, len(config.sources))
+        )
 
 
 def available_compressions() -> list[str]:

@@ -46,11 +46,13 @@ class WriteChunksToKafka(beam.PTransform):
         WriteChunksToKafka(KafkaSink(bootstrap_servers="127.0.0.1:9092", topic="raw-streams"))
     """
 
-    def __init__(self, sink, label: str | None = None):
+    def __init__(self, sink, per_stream_metrics: bool = True, label: str | None = None):
         """
         Args:
           sink: the KafkaSink whose options to write with (every option lives there; it is
             validated here, without I/O, and ValueError lists every problem).
+          per_stream_metrics: count per stream too (`<id>.kafka_records`, ...), besides the
+            totals (`kafka_records`, `kafka_bytes`, `kafka_retries`).
           label: the transform's label.
         """
         super().__init__(label)
@@ -58,9 +60,12 @@ class WriteChunksToKafka(beam.PTransform):
         if errors:
             raise ValueError("; ".join(errors))
         self._sink = sink
+        self._per_stream_metrics = per_stream_metrics
 
     def expand(self, chunks):
-        return chunks | "WriteRecords" >> beam.ParDo(_WriteChunksFn(self._sink))
+        return chunks | "WriteRecords" >> beam.ParDo(
+            _WriteChunksFn(self._sink, per_stream_metrics=self._per_stream_metrics)
+        )
 
     def display_data(self) -> dict[str, Any]:
         return {
@@ -98,8 +103,9 @@ _UNDECIDED = object()
 class _WriteChunksFn(beam.DoFn):
     """Sends chunks with an idempotent producer; a bundle ends when all its records are acked."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, *, per_stream_metrics: bool = True):
         self._sink = sink  # a KafkaSink: its repr hides the password
+        self._per_stream_metrics = per_stream_metrics
         self._producer = None
 
     def setup(self) -> None:
@@ -312,6 +318,14 @@ class _WriteChunksFn(beam.DoFn):
         return RuntimeError(f"Kafka rejected {what} for {self._where()}: {error}")
 
     def _count(self, stream_id: str, what: str, amount: int) -> None:
+        """Counts `what` in all (`kafka_records`) and, with per-stream metrics, per stream
+        (`<id>.kafka_records`)."""
+        total = self._counters.get(what)
+        if total is None:
+            total = self._counters[what] = Metrics.counter("streamtap", what)
+        total.inc(amount)
+        if not self._per_stream_metrics:
+            return
         name = f"{stream_id}.{what}"
         counter = self._counters.get(name)
         if counter is None:

@@ -36,7 +36,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from streamtap.chunk import Chunk
-from streamtap.io.sinks.activity import run_token, sink_activity
+from streamtap.io.sinks.activity import ERRORS, run_token, sink_activity
 from streamtap.io.sinks.kinesis import envelope, shards
 from streamtap.io.sinks.kinesis.client import (
     RETRIABLE_CODES,
@@ -118,6 +118,7 @@ class _Record:
     __slots__ = (
         "attempts",
         "data",
+        "event_time",
         "explicit_hash_key",
         "first_failure",
         "hash_key",
@@ -134,6 +135,7 @@ class _Record:
         self.stream_id = chunk.stream_id
         self.seq = chunk.seq
         self.payload_bytes = len(chunk.payload)
+        self.event_time = chunk.event_time
         self.data = envelope.encode(chunk)
         position = shards.target(chunk.seq, shards_per_stream)
         self.hash_key = shards.hash_key(chunk.stream_id, position, shards_per_stream)
@@ -199,6 +201,7 @@ class _PutRecordsFn(beam.DoFn):
     def process(self, chunk: Chunk):
         record = _Record(chunk, self._sink.shards_per_stream)
         if record.size > MAX_RECORD_BYTES:
+            self._activity.add(ERRORS)
             raise ValueError(
                 f"chunk {chunk.stream_id} seq {chunk.seq} makes a Kinesis record of {record.size} "
                 f"bytes (payload {len(chunk.payload)}, envelope and partition key "
@@ -269,6 +272,7 @@ class _PutRecordsFn(beam.DoFn):
             )
         except Exception as error:
             if not is_retriable(error):
+                self._activity.add(ERRORS)
                 raise RuntimeError(
                     f"{describe_error(error, self._sink.stream, self._sink.endpoint_url or 'AWS')}"
                     f" (writing {len(batch)} record(s)); the runner retries the bundle"
@@ -287,6 +291,7 @@ class _PutRecordsFn(beam.DoFn):
         self._call_failures = 0
         results = response.get("Records", [])
         if len(results) != len(batch):
+            self._activity.add(ERRORS)
             raise RuntimeError(
                 f"{self._where} answered PutRecords of {len(batch)} records with "
                 f"{len(results)} results; the runner retries the bundle"
@@ -298,6 +303,7 @@ class _PutRecordsFn(beam.DoFn):
                 self._written(record, result.get("ShardId", ""))
                 continue
             if code not in RETRIABLE_CODES:
+                self._activity.add(ERRORS)
                 raise RuntimeError(
                     f"{self._where} rejected chunk {record.stream_id} seq {record.seq}: {code}: "
                     f"{result.get('ErrorMessage', '')}; the runner retries the bundle"
@@ -320,6 +326,7 @@ class _PutRecordsFn(beam.DoFn):
         self._queued_bytes -= record.size
         self._count(record.stream_id, "records_put", 1)
         self._count(record.stream_id, "bytes_put", record.payload_bytes)
+        self._activity.wrote(record.stream_id, record.payload_bytes, record.event_time)
         if shard_id and record.shard and shard_id != record.shard:
             self._refresh_map()
 
@@ -340,6 +347,7 @@ class _PutRecordsFn(beam.DoFn):
         for queue in self._queues.values():
             record = queue[0]
             if record.first_failure is not None and now - record.first_failure > limit:
+                self._activity.add(ERRORS)
                 raise RuntimeError(
                     f"{self._where}: chunk {record.stream_id} seq {record.seq} still not written "
                     f"{now - record.first_failure:.0f} s after its first failure "
