@@ -16,8 +16,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Iterable
 
 from streamtap.io.hub import hub
 from streamtap.io.ratewatch import LOW, OK, STALLED, format_bytes, format_rate

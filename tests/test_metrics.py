@@ -136,7 +136,9 @@ def _log_time(line: str) -> float:
     return stamp.timestamp()
 
 
-def test_prometheus_scrapes_a_capture_and_sees_a_stall_flagged_and_cleared(prometheus, tmp_path):
+def test_prometheus_scrapes_a_capture_and_sees_a_stall_flagged_and_cleared(
+    prometheus, tmp_path  # noqa: F811 - the fixture imported above
+):
     feeders = {"paced": PausingFeeder(), "plain": PausingFeeder()}
     metrics_port = free_port()
     server = prometheus(metrics_port)
@@ -248,8 +250,8 @@ def test_fnapi_runner_prints_status_lines_and_drains_on_sigint(tmp_path):
     output = capture.text()
     assert code == 0, output
     assert "SIGINT: finishing streams" in output
-    assert re.search(r"^\[00:00:\d\d\] live1 +[\d.]+ kB/s  chunks \d+", output, re.M), output
-    assert re.search(r"^\s+live1\s+\d+ bytes\s+chunks \d+", output, re.M), output  # the summary
+    assert re.search(r"^\[00:00:\d\d\] live1 +[\d.]+ kB/s  chunks \d+", output, re.MULTILINE), output
+    assert re.search(r"^\s+live1\s+\d+ bytes\s+chunks \d+", output, re.MULTILINE), output  # the summary
     assert_verified(str(tmp_path / "capture"), streams=2)
 
 
