@@ -14,6 +14,7 @@ __all__ = [
     "RunError",
     "ServiceError",
     "EnvelopeError",
+    "SinkError",
 ]
 
 
@@ -59,3 +60,9 @@ class ServiceError(RuntimeError):
 
 class EnvelopeError(ValueError):
     """Bytes that are not a streamtap record envelope (Kinesis): the message says what is wrong."""
+
+
+class SinkError(RuntimeError):
+    """A sink could not write, for good or after its retries: the message says what, where, and
+    what to do. It fails the bundle; `streamtap run` prints its message as one line, without the
+    tracebacks the runner logs for it."""

@@ -350,9 +350,9 @@ class PipelineConfig:
         "Length of the fixed event-time windows sinks write.", 10.0, min=0.01, max=86400
     )
     resume: bool = doc(
-        "Continue each stream's seq and offset from what the first sink already holds (Parquet), "
-        "so repeated runs into one capture stay one verifiable capture; a regular file "
-        "continues at its byte offset.",
+        "Continue each stream's seq and offset from what the first sink already holds (Parquet, "
+        "Kafka, Kinesis), so repeated runs into one capture stay one verifiable capture; a "
+        "regular file continues at its byte offset.",
         True,
     )
     transforms: list[TransformConfig] = doc(

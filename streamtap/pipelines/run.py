@@ -32,6 +32,7 @@ from streamtap.errors import RunError
 from streamtap.io.hub import clear_stop, hub, request_stop
 from streamtap.io.reader import StreamStats
 from streamtap.pipelines.capture import build_capture, resume_positions
+from streamtap.pipelines.failures import SinkErrorReporting, failure_line
 from streamtap.plugins import PLUGINS, Plugins
 from streamtap.status import STATUS_LOGGER, StatusPrinter, summary_lines
 
@@ -187,6 +188,8 @@ def run_capture(
                 finished.set()
 
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sink_errors = SinkErrorReporting()  # a sink's SinkError: one line at the end
+    sink_errors.install()
     status.start()
     threading.Thread(target=wait, name="streamtap-wait", daemon=True).start()
     if in_run and plugin is not None:
@@ -196,6 +199,7 @@ def run_capture(
             pass
     finally:
         status.stop()
+        sink_errors.remove()
         status_output.close()
         if metrics is not None:
             metrics.close()
@@ -209,7 +213,7 @@ def run_capture(
     if signals["count"] > 1:
         return 130
     if "error" in outcome:
-        out.write(f"streamtap: the pipeline failed: {outcome['error']}\n")
+        out.write(f"streamtap: the pipeline failed: {failure_line(outcome['error'])}\n")
         return 1
     state = outcome.get("state")
     if state != PipelineState.DONE:

@@ -20,6 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from streamtap.captures import read_capture, reassemble, verify
 from streamtap.chunk import make_chunk
+from streamtap.errors import SinkError
 from streamtap.io.sinks.parquet.format import chunk_columns
 from streamtap.io.sinks.parquet.read import capture_end, capture_files
 from streamtap.io.sinks.parquet.write import _WriteBundleFilesFn
@@ -286,9 +287,9 @@ def test_a_failed_write_in_a_helper_fails_the_bundle_and_leaves_no_temporary_fil
     chunks = _many_streams(40)
     # Stream s007's directory cannot be created: a file is in the way.
     (tmp_path / "stream=s007").write_text("in the way")
-    with pytest.raises(OSError) as failure:
+    with pytest.raises(SinkError) as failure:  # one line: what, where, what to do
         _run_bundle(writer, chunks)
-    assert "stream=s007" in str(failure.value)
+    assert "stream=s007" in str(failure.value) and "Not a directory" in str(failure.value)
     on_disk = _bytes_by_stream(str(tmp_path))
     assert "s007" not in on_disk
     # Every file that did appear is complete; nothing half-written is left behind.

@@ -1,26 +1,34 @@
 """`type: kafka`: the KafkaSink config, where every option of the Kafka sink lives, and its checks.
 
 KafkaSink is the plug-in (plugins.py): `validate` and `check_chunk_size` check values without
-I/O; `preflight` (preflight.py), `transform` (write.py) and `read_location` (read.py) hand the
-object itself to the module that does the work, which reads the options it needs from it.
+I/O, `plan` computes what the streams need of the topic (plan.py); `preflight` (preflight.py),
+`transform` (write.py), `resume_positions` and `read_location` (read.py) hand the object itself
+to the module that does the work, which reads the options it needs from it.
 Parsing a config opens no connection and changes nothing in kafka-python.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
 from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, doc
+from streamtap.config.capacity import Figure, StreamLoad
+from streamtap.errors import RunError
 from streamtap.io.sinks.kafka.client import SECURITY_SETTINGS
+from streamtap.io.sinks.kafka.plan import plan_topic
 from streamtap.io.sinks.kafka.preflight import check_topic
-from streamtap.io.sinks.kafka.read import read_location
+from streamtap.io.sinks.kafka.read import TopicNotFound, read_location, stream_ends
 from streamtap.io.sinks.kafka.record import RECORD_OVERHEAD
 from streamtap.io.sinks.kafka.write import WriteChunksToKafka
 
 __all__ = ["KafkaSink", "available_compressions"]
+
+log = logging.getLogger(__name__)
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -152,9 +160,49 @@ class KafkaSink(SinkConfig):
             timeout=self.preflight_timeout,
         )
 
+    def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Where each stream ended in the topic, read from the tails of its partitions (read.py).
+
+        Brokers that do not answer are waited for, as the writer would, up to
+        max_outage_seconds: a run must not start a stream at seq 0 again by mistake.
+        """
+        started = time.monotonic()
+        delay = 1.0
+        while True:
+            try:
+                return stream_ends(
+                    self.bootstrap_servers, self.topic, stream_ids,
+                    timeout=self.preflight_timeout, **self.security(),
+                )
+            except TopicNotFound:
+                return {}  # created by this run's preflight or its first write
+            except ValueError as error:
+                problem: Exception = error
+                break
+            except OSError as error:  # unreachable, or no progress (TimeoutError)
+                problem = error
+                waited = time.monotonic() - started
+                limit = self.max_outage_seconds
+                if limit is not None and waited + delay > limit:
+                    break
+                log.warning(
+                    "cannot read Kafka topic %r at %s to continue its capture (%s); trying again "
+                    "in %.0f s", self.topic, self.bootstrap_servers, error, delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        raise RunError(
+            f"cannot read Kafka topic {self.topic!r} at {self.bootstrap_servers} to continue its "
+            f"capture ({problem}); fix that, or set resume: false to start every stream at seq 0 "
+            "(verify then reports the two runs' chunks with equal seq as duplicates)"
+        ) from None
+
+    def plan(self, loads: list[StreamLoad], config: PipelineConfig) -> list[Figure]:
+        return plan_topic(self, loads, config)
+
     @classmethod
     def read_location(cls, location: str, stream_id: str | None = None) -> Iterator[Chunk]:
-        """Reads `kafka://host:port[,host:port]/topic`."""
+        """Reads `kafka://host:port[,host:port]/topic`, lazily, in partition/offset order."""
         return read_location(location, stream_id)
 
     def transform(self, config: PipelineConfig) -> WriteChunksToKafka:

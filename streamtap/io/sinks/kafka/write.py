@@ -5,6 +5,11 @@ only once the brokers acknowledged all of its records, and a record that fails f
 bundle so the runner retries it. A retried bundle can write a chunk twice; readers drop the
 duplicates by the chunk key (stream_id, session, seq). While the brokers are unreachable the
 writer retries with backoff for up to the sink's `max_outage_seconds`.
+
+Each record's timestamp is the chunk's event time (record.py). Counts: Beam counters
+`kafka_records`, `kafka_bytes`, `kafka_retries` in the streamtap namespace (per stream too with
+per-stream metrics), and the status lines and summary (`streamtap.io.sinks.activity`: records
+and bytes acknowledged, per stream with their lag, and failed bundles).
 """
 
 from __future__ import annotations
@@ -17,10 +22,16 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from streamtap.chunk import Chunk
+from streamtap.errors import SinkError
+from streamtap.io.sinks.activity import ERRORS, run_token, sink_activity
 from streamtap.io.sinks.kafka.client import open_client, unreachable
-from streamtap.io.sinks.kafka.record import chunk_headers
+from streamtap.io.sinks.kafka.record import chunk_headers, record_timestamp_ms
 
-__all__ = ["WriteChunksToKafka", "producer_settings"]
+__all__ = ["COUNTS", "WriteChunksToKafka", "producer_settings"]
+
+# What the status lines and the summary show per Kafka sink: records and payload bytes the
+# brokers acknowledged, and records sent again after a retriable failure.
+COUNTS = ("records_written", "bytes_written", "records_retried")
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +75,10 @@ class WriteChunksToKafka(beam.PTransform):
 
     def expand(self, chunks):
         return chunks | "WriteRecords" >> beam.ParDo(
-            _WriteChunksFn(self._sink, per_stream_metrics=self._per_stream_metrics)
+            _WriteChunksFn(
+                self._sink, run_token(chunks.pipeline),
+                per_stream_metrics=self._per_stream_metrics,
+            )
         )
 
     def display_data(self) -> dict[str, Any]:
@@ -103,13 +117,15 @@ _UNDECIDED = object()
 class _WriteChunksFn(beam.DoFn):
     """Sends chunks with an idempotent producer; a bundle ends when all its records are acked."""
 
-    def __init__(self, sink, *, per_stream_metrics: bool = True):
+    def __init__(self, sink, run: str = "", *, per_stream_metrics: bool = True):
         self._sink = sink  # a KafkaSink: its repr hides the password
         self._per_stream_metrics = per_stream_metrics
+        self._run = run
         self._producer = None
 
     def setup(self) -> None:
         self._counters: dict[str, Any] = {}
+        self._activity = sink_activity(f"kafka {self._sink.topic}", self._run, COUNTS)
         self._pending: list[tuple[Any, Chunk]] = []
         self._pending_bytes = 0
         self._outage_since: float | None = None
@@ -159,7 +175,8 @@ class _WriteChunksFn(beam.DoFn):
                 return producer
             except KafkaError as error:
                 if not error.retriable:
-                    raise RuntimeError(
+                    self._activity.add(ERRORS)
+                    raise SinkError(
                         f"cannot connect to Kafka at {self._sink.bootstrap_servers}: {error}"
                     ) from error
                 self._wait_out(error, "connecting", since=attempt_started)
@@ -175,9 +192,10 @@ class _WriteChunksFn(beam.DoFn):
         elapsed = now - self._outage_since
         limit = self._sink.max_outage_seconds
         if limit is not None and elapsed >= limit:
-            raise RuntimeError(
+            self._activity.add(ERRORS)
+            raise SinkError(
                 f"{unreachable(self._sink.bootstrap_servers, error)}; gave up {doing} after "
-                f"{elapsed:.0f} s (max_outage_seconds={limit}); the runner retries the bundle"
+                f"{elapsed:.0f} s (max_outage_seconds={limit}); the bundle fails"
             ) from error
         log.error(
             "%s; still retrying %s (for %.0f s so far, next try in %.0f s)",
@@ -202,6 +220,7 @@ class _WriteChunksFn(beam.DoFn):
                     key=chunk.stream_id.encode("utf-8"),
                     value=bytes(chunk.payload),
                     headers=chunk_headers(chunk),
+                    timestamp_ms=record_timestamp_ms(chunk),
                 )
             except KafkaError as error:  # no metadata within max_block_ms
                 if not error.retriable:
@@ -228,6 +247,9 @@ class _WriteChunksFn(beam.DoFn):
                 if error is None:
                     self._count(chunk.stream_id, "kafka_records", 1)
                     self._count(chunk.stream_id, "kafka_bytes", len(chunk.payload))
+                    self._activity.add("records_written")
+                    self._activity.add("bytes_written", len(chunk.payload))
+                    self._activity.wrote(chunk.stream_id, len(chunk.payload), chunk.event_time)
                     continue
                 if error is _UNDECIDED:
                     stuck = True
@@ -239,6 +261,7 @@ class _WriteChunksFn(beam.DoFn):
                 failed.append(chunk)
                 last_error = error
                 self._count(chunk.stream_id, "kafka_retries", 1)
+                self._activity.add("records_retried")
             self._pending = []
             self._pending_bytes = 0
             if not failed:
@@ -298,24 +321,25 @@ class _WriteChunksFn(beam.DoFn):
         if producer is not None:
             _close_producer(producer, timeout=0, where=self._where())
 
-    def _rejected(self, chunk: Chunk, error: BaseException, at_send: bool = False) -> RuntimeError:
+    def _rejected(self, chunk: Chunk, error: BaseException, at_send: bool = False) -> SinkError:
         from kafka.errors import MessageSizeTooLargeError
 
+        self._activity.add(ERRORS)
         what = f"chunk {chunk.stream_id} seq {chunk.seq} ({len(chunk.payload)} bytes)"
         if isinstance(error, MessageSizeTooLargeError) and at_send:
-            return RuntimeError(
+            return SinkError(
                 f"{what} does not fit the producer's max_request_size="
                 f"{self._sink.max_request_size} for {self._where()}: lower chunk.max_bytes or "
                 "raise the sink's max_request_size (and the topic's max.message.bytes with it)"
             )
         if isinstance(error, MessageSizeTooLargeError):
-            return RuntimeError(
+            return SinkError(
                 f"Kafka rejected {what} for {self._where()}: the record is larger than the "
                 "topic's max.message.bytes (or the broker's message.max.bytes): lower "
                 "chunk.max_bytes, or raise the topic's max.message.bytes "
                 "(`streamtap validate` checks this before a run)"
             )
-        return RuntimeError(f"Kafka rejected {what} for {self._where()}: {error}")
+        return SinkError(f"Kafka rejected {what} for {self._where()}: {error}")
 
     def _count(self, stream_id: str, what: str, amount: int) -> None:
         """Counts `what` in all (`kafka_records`) and, with per-stream metrics, per stream

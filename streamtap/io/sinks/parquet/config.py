@@ -1,8 +1,10 @@
 """`type: parquet`: the ParquetSink config, where every option of the Parquet sink lives.
 
-ParquetSink is the plug-in (plugins.py): `validate` checks values without I/O, `preflight`
-checks the directory can be written, `resume_positions` and `read_location` read the capture
-back (read.py), and `transform` hands the object to `WriteChunksToParquet` (write.py).
+ParquetSink is the plug-in (plugins.py): `validate` checks values without I/O, `plan` computes
+bytes and files a day (plan.py), `preflight` checks the directory can be written and removes
+stale temporary files a dead writer left (storage.py), `resume_positions` and `read_location`
+read the capture back (read.py), and `transform` hands the object to `WriteChunksToParquet`
+(write.py).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import ClassVar, Iterable
 
 from streamtap.chunk import Chunk
 from streamtap.config import PipelineConfig, SinkConfig, doc
+from streamtap.config.capacity import Figure, StreamLoad
 from streamtap.io.sinks.parquet.format import COMPRESSIONS
+from streamtap.io.sinks.parquet.plan import plan_files
 from streamtap.io.sinks.parquet.read import capture_end, read_parquet_chunks
+from streamtap.io.sinks.parquet.storage import remove_stale_temporaries
 from streamtap.io.sinks.parquet.write import FILE_MODES, WriteChunksToParquet
 
 __all__ = ["ParquetSink"]
@@ -42,6 +47,14 @@ class ParquetSink(SinkConfig):
         "other sinks too, as per_window. 'per_window': one file per window and stream, after "
         "a GroupByKey (plus one per late pane).",
         "auto",
+    )
+    max_retry_seconds: float = doc(
+        "How long a write that finds the disk full (or the quota used up) is retried, with "
+        "backoff, before the bundle fails with one line saying so; the files on disk stay "
+        "complete, and a new run continues after them.",
+        300.0,
+        min=0,
+        max=86400,
     )
 
     def validate(self, path: str) -> list[str]:
@@ -70,6 +83,7 @@ class ParquetSink(SinkConfig):
             return [f"parquet sink: cannot create {self.path}: {error.strerror}"]
         if not os.access(self.path, os.W_OK):
             return [f"parquet sink: {self.path} is not writable"]
+        remove_stale_temporaries(self.path)
         return []
 
     def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -81,6 +95,9 @@ class ParquetSink(SinkConfig):
             if end is not None:
                 positions[stream_id] = end
         return positions
+
+    def plan(self, loads: list[StreamLoad], config: PipelineConfig) -> list[Figure]:
+        return plan_files(self, loads, config)
 
     def wants_whole_windows(self) -> bool:
         return self.files == "auto"

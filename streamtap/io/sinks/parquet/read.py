@@ -1,13 +1,19 @@
 """Reading a Parquet capture back: its files, its chunks, and where each stream's capture ends.
 
 `verify`, `reassemble` (ParquetSink.read_location) and resume (ParquetSink.resume_positions)
-read through these. Only complete files count: temporary ones (hidden names) are never listed.
+read through these. Only complete files count: hidden names (temporary files of a writer, or
+a dead one's) are never listed. A stream is its directory `stream=<id>`, matched by exact name
+(an id is never a pattern). Chunks are read lazily, a few rows at a time, stream by stream and
+each stream's files in first-seq order, so a reader holds one batch of a file at a time and
+hands each stream's chunks over in about seq order, as `reassemble` expects.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,18 +24,39 @@ from streamtap.io.sinks.parquet.storage import max_seq
 
 __all__ = ["capture_end", "capture_files", "read_parquet_chunks"]
 
+# Rows per batch read from a file: 64 chunks of at most 64 KiB by default (4 MiB).
+_BATCH_ROWS = 64
+# A final file's name: <HHMMSS>-<first seq>.parquet (storage.file_location).
+_FILE_NAME = re.compile(r"\d{6}-(\d+)\.parquet")
+
 
 def capture_files(path: str, stream_id: str | None = None) -> list[Path]:
-    """Complete Parquet files of a capture directory (never temporary ones), in name order."""
+    """Complete Parquet files of a capture directory (never hidden or temporary ones): stream by
+    stream in id order, each stream's files in first-seq order. `stream_id`: that stream only,
+    by exact id."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{path} is not a directory with a streamtap capture")
-    pattern = f"stream={stream_id}/date=*/*.parquet" if stream_id else "stream=*/date=*/*.parquet"
-    return sorted(p for p in root.glob(pattern) if not p.name.startswith("."))
+    files: list[Path] = []
+    for stream in _entries(root, dirs=True):
+        if not stream.name.startswith("stream="):
+            continue
+        if stream_id is not None and stream.name != f"stream={stream_id}":
+            continue
+        found = [
+            file
+            for day in _entries(stream, dirs=True)
+            if day.name.startswith("date=")
+            for file in _entries(day, dirs=False)
+            if file.name.endswith(".parquet")
+        ]
+        files += sorted(found, key=lambda file: (_first_seq(file), file.name))
+    return files
 
 
-def read_parquet_chunks(path: str, stream_id: str | None = None) -> Iterable[Chunk]:
-    """Every chunk in a capture directory, file by file (not globally sorted)."""
+def read_parquet_chunks(path: str, stream_id: str | None = None) -> Iterator[Chunk]:
+    """Every chunk in a capture directory, optionally of one stream (exact id), read lazily:
+    stream by stream, each stream's files in first-seq order, each file in row order."""
     for file in capture_files(path, stream_id):
         yield from _file_chunks(file)
 
@@ -54,20 +81,47 @@ def capture_end(path: str, stream_id: str) -> tuple[int, int] | None:
     return best[0] + 1, offset + length
 
 
-def _file_chunks(file: Path) -> Iterable[Chunk]:
-    """The chunks of one file, in its row order."""
-    table = pq.read_table(file)
-    columns = table.to_pydict()
-    times = table.column("event_time").cast(pa.int64()).to_pylist()
-    for i in range(table.num_rows):
-        yield Chunk(
-            columns["stream_id"][i],
-            columns["session"][i],
-            columns["seq"][i],
-            columns["offset"][i],
-            columns["payload"][i],
-            times[i] / 1_000_000,
-            columns["crc32c"][i],
-            columns["discontinuity"][i],
-            dict(columns["tags"][i]),
+def _entries(directory: Path, dirs: bool) -> list[Path]:
+    """The visible directories (dirs) or files of `directory`, by name."""
+    with os.scandir(directory) as scan:
+        return sorted(
+            Path(entry.path)
+            for entry in scan
+            if not entry.name.startswith((".", "_"))
+            and (entry.is_dir() if dirs else entry.is_file())
         )
+
+
+def _first_seq(file: Path) -> int:
+    """The lowest seq of a file: from its name, else from its footer statistics."""
+    match = _FILE_NAME.fullmatch(file.name)
+    if match:
+        return int(match.group(1))
+    metadata = pq.ParquetFile(file).metadata
+    column = metadata.schema.to_arrow_schema().get_field_index("seq")
+    starts = [
+        stats.min
+        for group in range(metadata.num_row_groups)
+        if (stats := metadata.row_group(group).column(column).statistics) is not None
+        and stats.has_min_max
+    ]
+    return min(starts) if starts else 0
+
+
+def _file_chunks(file: Path) -> Iterator[Chunk]:
+    """The chunks of one file, in its row order, _BATCH_ROWS at a time."""
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS):
+        columns = batch.to_pydict()
+        times = batch.column("event_time").cast(pa.int64()).to_pylist()
+        for i in range(batch.num_rows):
+            yield Chunk(
+                columns["stream_id"][i],
+                columns["session"][i],
+                columns["seq"][i],
+                columns["offset"][i],
+                columns["payload"][i],
+                times[i] / 1_000_000,
+                columns["crc32c"][i],
+                columns["discontinuity"][i],
+                dict(columns["tags"][i]),
+            )

@@ -21,12 +21,15 @@ Each file is written under a temporary name and published by a rename (storage.p
 derived from its contents (window start, first seq): a retried bundle rewrites the same files.
 Files are renamed in the order they were started (a stream's files in seq order), and a failed
 write stops the renames after it, so the files of a stream on disk always end at a chunk
-boundary with nothing missing before it, which is what resume relies on.
+boundary with nothing missing before it, which is what resume relies on. A write that finds the
+disk full is retried for a while (publishing.py); one that fails for good fails the bundle with a
+SinkError of one line. Counts of what was renamed into place (files, chunks, payload bytes) are
+Beam counters `parquet_files`, `parquet_chunks`, `parquet_bytes` and the status lines' and
+summary's (`streamtap.io.sinks.activity`).
 """
 
 from __future__ import annotations
 
-import collections
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
@@ -38,6 +41,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
+from streamtap.io.sinks.activity import ERRORS, run_token, sink_activity
 from streamtap.io.sinks.parquet.format import (
     SCHEMA,
     WRITE_OPTIONS,
@@ -45,19 +49,23 @@ from streamtap.io.sinks.parquet.format import (
     chunk_table,
     codec,
 )
+from streamtap.io.sinks.parquet.publishing import FileQueue, QueuedFile, WriteRetry
 from streamtap.io.sinks.parquet.storage import (
     file_location,
     fsync,
     make_directory,
     open_for_writing,
-    publish,
     temporary_name,
     unlink_quietly,
     write_back,
 )
-from streamtap.io.sinks.parquet.writer_processes import FileJob, WriterProcesses
+from streamtap.io.sinks.parquet.writer_processes import FileJob, WriterProcesses, write_batch
 
-__all__ = ["FILE_MODES", "WriteChunksToParquet"]
+__all__ = ["COUNTS", "FILE_MODES", "WriteChunksToParquet"]
+
+# What the status lines and the summary show per Parquet sink: files renamed into place, the
+# chunks and payload bytes in them, and writes retried because the disk was full.
+COUNTS = ("files_written", "chunks_written", "bytes_written", "write_retries")
 
 FILE_MODES = ("auto", "per_window")
 # Row groups of about this many payload bytes keep readers' memory bounded on big windows.
@@ -66,10 +74,6 @@ _ROW_GROUP_BYTES = 128 * 1024 * 1024
 # 1,000 small files, and one fsync after the other (each waiting for its own journal commit) made
 # the sink fall behind; concurrent fsyncs share commits. pyarrow and fsync release the GIL.
 _WRITE_THREADS = 8
-# A bundle waits for its oldest file once this many files, or this many payload bytes, are
-# being written (bounds memory).
-_MAX_FILES_IN_FLIGHT = 32
-_MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 # Per-bundle files: a file is closed once it holds this many payload bytes, and its chunks are
 # handed to the writing thread in row groups of this many bytes while it fills.
 _MAX_FILE_BYTES = 128 * 1024 * 1024
@@ -87,8 +91,9 @@ class WriteChunksToParquet(beam.PTransform):
 
     Unit of parallelism: a DoFn instance per worker thread, writing on a pool of threads (and,
     for many small files at once, helper processes). Delivery: a bundle completes only when
-    every file of it is fsync'ed and renamed, and a failed write fails the bundle; a retried
-    bundle rewrites the same file names, so files hold each chunk at least once.
+    every file of it is fsync'ed and renamed; a write that finds the disk full is retried for
+    up to the sink's max_retry_seconds, and a failed write fails the bundle (SinkError); a
+    retried bundle rewrites the same file names, so files hold each chunk at least once.
 
         WriteChunksToParquet(ParquetSink(path="./capture"))
     """
@@ -113,106 +118,66 @@ class WriteChunksToParquet(beam.PTransform):
         self._path = os.path.abspath(sink.path)
         self._compression = sink.compression
         self._files = sink.files
+        self._retry_seconds = sink.max_retry_seconds
         self._whole_windows = whole_windows
 
     def expand(self, chunks):
+        options = (self._path, self._compression, self._retry_seconds, run_token(chunks.pipeline))
         if self._files == "auto" and self._whole_windows:
             # Every chunk reaches this step exactly once per successful bundle, in the bundle
             # that read it, so files can be cut as chunks pass (see the module doc). The input
             # must come whole windows at a time, bounded or not, or the files would be per poll.
-            return chunks | "WriteFiles" >> beam.ParDo(
-                _WriteBundleFilesFn(self._path, self._compression)
-            )
+            return chunks | "WriteFiles" >> beam.ParDo(_WriteBundleFilesFn(*options))
         return (
             chunks
             | "KeyByStream" >> beam.Map(lambda chunk: (chunk.stream_id, chunk))
             | "GroupByWindowAndStream" >> beam.GroupByKey()
-            | "WriteFiles" >> beam.ParDo(_WriteWindowFileFn(self._path, self._compression))
+            | "WriteFiles" >> beam.ParDo(_WriteWindowFileFn(*options))
         )
-
-
-class _FileQueue:
-    """Files of one bundle being written on a thread pool, renamed in the order they were closed.
-
-    Writing (tables, temporary file, fsync) runs on the pool; the rename to the final name happens
-    in the bundle's thread, oldest file first. If a write fails, no later file is renamed: their
-    temporary files are removed and the error fails the bundle.
-    """
-
-    def __init__(self, pool: ThreadPoolExecutor, counter):
-        self._pool = pool
-        self._counter = counter
-        # (future of (temporary, final), window, payload bytes), in the order files were closed.
-        self._in_flight: collections.deque[tuple[Future, object, int]] = collections.deque()
-        self._bytes = 0
-
-    def add(self, future: Future, window, size: int) -> None:
-        self._in_flight.append((future, window, size))
-        self._bytes += size
-
-    def has_ready(self) -> bool:
-        return bool(self._in_flight) and (
-            len(self._in_flight) > _MAX_FILES_IN_FLIGHT
-            or self._bytes > _MAX_BYTES_IN_FLIGHT
-            or self._in_flight[0][0].done()
-        )
-
-    def ready(self) -> list[WindowedValue]:
-        """Renames finished files (oldest first); waits while too much is in flight."""
-        done = []
-        while self.has_ready():
-            done.append(self._collect())
-        return done
-
-    def drain(self) -> list[WindowedValue]:
-        done = []
-        while self._in_flight:
-            done.append(self._collect())
-        return done
-
-    def _collect(self) -> WindowedValue:
-        future, window, size = self._in_flight.popleft()
-        self._bytes -= size
-        try:
-            temporary, final = future.result()  # re-raises the write's error
-            publish(temporary, final)
-        except BaseException:
-            self.abandon()
-            raise
-        self._counter.inc()
-        return WindowedValue(final, window.max_timestamp(), (window,))
-
-    def abandon(self) -> None:
-        """Waits for the files still being written and removes them (never renamed)."""
-        while self._in_flight:
-            future, _, _ = self._in_flight.popleft()
-            try:
-                temporary, _ = future.result()
-            except BaseException:  # noqa: BLE001 - the first error is the one reported
-                continue
-            unlink_quietly(temporary)
-        self._bytes = 0
 
 
 class _WriteFilesFn(beam.DoFn):
-    """Base of both writers: the thread pool and the per-bundle file queue."""
+    """Base of both writers: the thread pool, the per-bundle file queue, retries and counts."""
 
-    def __init__(self, path: str, compression: str):
+    def __init__(self, path: str, compression: str, retry_seconds: float = 300.0, run: str = ""):
         self._path = path
         self._compression = compression
-        self._files = Metrics.counter("streamtap", "parquet_files")
-        self._queue: _FileQueue | None = None
+        self._retry_seconds = retry_seconds
+        self._run = run
+        self._queue: FileQueue | None = None
 
     def setup(self) -> None:
         self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="streamtap-parquet")
+        self._activity = sink_activity(f"parquet {self._path}", self._run, COUNTS)
+        self._counters = {
+            "files_written": Metrics.counter("streamtap", "parquet_files"),
+            "chunks_written": Metrics.counter("streamtap", "parquet_chunks"),
+            "bytes_written": Metrics.counter("streamtap", "parquet_bytes"),
+            "write_retries": Metrics.counter("streamtap", "parquet_write_retries"),
+        }
+        self._retry = WriteRetry(self._retry_seconds, lambda: self._count("write_retries", 1))
 
     def start_bundle(self) -> None:
         if self._queue is not None:  # what a failed bundle left behind
             self._queue.abandon()
-        self._queue = _FileQueue(self._pool, self._files)
+        self._queue = FileQueue(
+            self._pool, self._retry, self._published, lambda: self._activity.add(ERRORS)
+        )
+
+    def _count(self, what: str, amount: int) -> None:
+        self._counters[what].inc(amount)
+        self._activity.add(what, amount)
+
+    def _published(self, file: QueuedFile) -> None:
+        """Counts a file renamed into place, and its chunks per stream (with their lag)."""
+        self._count("files_written", 1)
+        self._count("chunks_written", len(file.chunks))
+        self._count("bytes_written", file.size)
+        for size, event_time in file.chunks:
+            self._activity.wrote(file.stream_id, size, event_time)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        done = self._queue.drain()
+        done = _outputs(self._queue.drain())
         self._queue = None
         return iter(done)
 
@@ -237,9 +202,18 @@ class _WriteWindowFileFn(_WriteFilesFn):
         if not rows:  # Flink delivers the empty final pane Python windowing asks for
             return []
         directory, name = file_location(self._path, stream_id, window, rows[0].seq)
-        future = self._pool.submit(_write_temporary, directory, name, rows, self._compression)
-        self._queue.add(future, window, sum(len(row.payload) for row in rows))
-        return self._queue.ready()
+        job = (directory, name, rows, self._compression)
+        sizes = [(len(row.payload), row.event_time) for row in rows]
+        self._queue.add(QueuedFile(
+            self._pool.submit(_write_temporary, *job),
+            lambda: _write_temporary(*job),
+            os.path.join(directory, name),
+            window,
+            stream_id,
+            sizes,
+            sum(size for size, _ in sizes),
+        ))
+        return _outputs(self._queue.ready())
 
 
 class _OpenFile:
@@ -248,22 +222,28 @@ class _OpenFile:
     Every _BATCH_BYTES of chunks go to the pool as one row group (appended in order: each task
     waits for the one before), so writing overlaps with the bundle still reading; close() queues
     the last rows, the footer and the fsync, and returns the future of (temporary, final path).
+    The row groups' tables are kept until the file is renamed (they hold no copy of the payloads,
+    which the reader keeps until the bundle commits anyway), so rewrite() can write the file
+    again after the disk was full.
     """
 
     __slots__ = (
-        "window", "first_seq", "last_seq", "rows", "pending", "size", "directory", "name",
-        "temporary", "_task", "_writer", "_sink",
+        "stream_id", "window", "first_seq", "last_seq", "rows", "pending", "size", "chunks",
+        "directory", "name", "temporary", "_task", "_writer", "_sink", "_tables",
     )
 
     def __init__(self, root: str, stream_id: str, window, first_seq: int):
+        self.stream_id = stream_id
         self.window = window
         self.first_seq = first_seq
         self.last_seq = first_seq - 1
         self.rows: list[Chunk] = []
         self.pending = 0  # payload bytes in rows
         self.size = 0  # payload bytes in the file, rows included
+        self.chunks: list[tuple[int, float]] = []  # (payload bytes, event time), rows included
         self.directory, self.name = file_location(root, stream_id, window, first_seq)
         self.temporary = temporary_name(self.directory, self.name)
+        self._tables: list[pa.Table] = []
         self._task: Future | None = None
         self._writer: pq.ParquetWriter | None = None
         self._sink: pa.NativeFile | None = None
@@ -277,19 +257,54 @@ class _OpenFile:
         self.last_seq = chunk.seq
         self.pending += len(chunk.payload)
         self.size += len(chunk.payload)
+        self.chunks.append((len(chunk.payload), chunk.event_time))
 
     def flush(self, pool: ThreadPoolExecutor, compression: str) -> None:
         """Sends the rows so far to the pool as one row group."""
         # The table is built here, in the bundle's thread, which holds the GIL anyway: built on
         # the pool, every row group waited for the GIL behind the bundle's element loop.
         table, self.rows, self.pending = chunk_table(self.rows), [], 0
+        self._tables.append(table)
         self._task = pool.submit(self._append, self._task, table, compression, pool)
 
     def close(self, pool: ThreadPoolExecutor, compression: str) -> Future:
         table = chunk_table(self.rows) if self.rows else None
+        if table is not None:
+            self._tables.append(table)
         self.rows, self.pending = [], 0
         self._task = pool.submit(self._finish, self._task, table, compression)
         return self._task
+
+    def queued(self, pool: ThreadPoolExecutor, compression: str) -> QueuedFile:
+        """Closes the file: its entry in the bundle's file queue."""
+        return QueuedFile(
+            self.close(pool, compression),
+            lambda: self.rewrite(compression),
+            os.path.join(self.directory, self.name),
+            self.window,
+            self.stream_id,
+            self.chunks,
+            self.size,
+        )
+
+    def rewrite(self, compression: str) -> tuple[str, str]:
+        """Writes the whole file again under a new temporary name, in the calling thread, after
+        the first write failed (and removed its temporary file)."""
+        self.temporary = temporary_name(self.directory, self.name)
+        try:
+            self._open_writer(compression)
+            for table in self._tables:
+                self._writer.write_table(table, row_group_size=table.num_rows)
+            self._close_writer()
+            fsync(self.temporary)
+        except BaseException:
+            try:
+                self._close_writer()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
+            unlink_quietly(self.temporary)
+            raise
+        return self.temporary, os.path.join(self.directory, self.name)
 
     def _open_writer(self, compression: str) -> None:
         make_directory(self.directory)
@@ -387,7 +402,7 @@ class _WriteBundleFilesFn(_WriteFilesFn):
             else:
                 file.flush(self._pool, self._compression)
         if self._queue.has_ready():
-            return self._queue.ready()
+            return _outputs(self._queue.ready())
         return []
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
@@ -413,8 +428,16 @@ class _WriteBundleFilesFn(_WriteFilesFn):
                 for file in batch
             ]
             written = self._processes.submit(jobs)
-            for index, file in enumerate(batch):
-                self._queue.add(_BatchItem(written, index), file.window, file.size)
+            for index, (file, job) in enumerate(zip(batch, jobs)):
+                self._queue.add(QueuedFile(
+                    written.file(index),
+                    lambda job=job: write_batch([job])[0],
+                    os.path.join(file.directory, file.name),
+                    file.window,
+                    file.stream_id,
+                    file.chunks,
+                    file.size,
+                ))
 
     def teardown(self) -> None:
         self._abandon_open()
@@ -424,7 +447,7 @@ class _WriteBundleFilesFn(_WriteFilesFn):
             processes.shutdown()
 
     def _close(self, file: _OpenFile) -> None:
-        self._queue.add(file.close(self._pool, self._compression), file.window, file.size)
+        self._queue.add(file.queued(self._pool, self._compression))
 
     def _abandon_open(self) -> None:
         """Removes the temporary files of a bundle that failed before closing them."""
@@ -437,21 +460,11 @@ class _WriteBundleFilesFn(_WriteFilesFn):
         self._open = {}
 
 
-class _BatchItem:
-    """One file of a batch written by a helper process, used like its future of
-    (temporary, final) path."""
-
-    __slots__ = ("_batch", "_index")
-
-    def __init__(self, batch: Future, index: int):
-        self._batch = batch
-        self._index = index
-
-    def done(self) -> bool:
-        return self._batch.done()
-
-    def result(self) -> tuple[str, str]:
-        return self._batch.result()[self._index]
+def _outputs(files: list[QueuedFile]) -> list[WindowedValue]:
+    """What the transform outputs for files renamed into place: each one's path, in its window."""
+    return [
+        WindowedValue(file.final, file.window.max_timestamp(), (file.window,)) for file in files
+    ]
 
 
 def _write_temporary(

@@ -28,7 +28,7 @@ from typing import BinaryIO
 from streamtap.io.sinks.parquet.format import Columns, encode_file
 from streamtap.io.sinks.parquet.storage import temporary_name, unlink_quietly
 
-__all__ = ["WriterProcesses", "WriterProcessError", "FileJob"]
+__all__ = ["BatchFuture", "FileJob", "WriterProcessError", "WriterProcesses", "write_batch"]
 
 # (directory, name, columns, compression) of one file.
 FileJob = tuple[str, str, Columns, str]
@@ -41,7 +41,7 @@ class WriterProcessError(RuntimeError):
 class WriterProcesses:
     """A few helper processes, each fed batches of files by its own thread.
 
-    submit() returns a Future of [(temporary, final), ...] for the batch, or of its error.
+    submit() returns a BatchFuture of [(temporary, final), ...] for the batch, or of its error.
     A helper that dies fails its batch and is started again for the next one.
     """
 
@@ -56,8 +56,8 @@ class WriterProcesses:
         for feeder in self._feeders:
             feeder.start()
 
-    def submit(self, batch: list[FileJob]) -> Future:
-        future: Future = Future()
+    def submit(self, batch: list[FileJob]) -> "BatchFuture":
+        future = BatchFuture()
         self._jobs.put((future, batch))
         return future
 
@@ -108,6 +108,29 @@ class WriterProcesses:
             _stop_helper(process)
 
 
+class BatchFuture(Future):
+    """The future of a batch's [(temporary, final), ...]; file(i) is one file's future."""
+
+    def file(self, index: int) -> "_BatchFile":
+        return _BatchFile(self, index)
+
+
+class _BatchFile:
+    """One file of a batch, used like a future of its (temporary, final) path."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Future, index: int):
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.done()
+
+    def result(self) -> tuple[str, str]:
+        return self._batch.result()[self._index]
+
+
 def _start_helper() -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "streamtap.io.sinks.parquet.writer_processes"],
@@ -138,7 +161,7 @@ def _stop_helper(process: subprocess.Popen | None) -> None:
         process.wait()
 
 
-def _write_batch(batch: list[FileJob]) -> list[tuple[str, str]]:
+def write_batch(batch: list[FileJob]) -> list[tuple[str, str]]:
     """Writes every file of a batch under a temporary name, then fsyncs them all.
 
     On failure, no temporary file of the batch is left.
@@ -175,7 +198,7 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
         except EOFError:
             return
         try:
-            reply = ("ok", _write_batch(batch))
+            reply = ("ok", write_batch(batch))
         except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the bundle
             reply = ("error", error)
         try:
