@@ -220,6 +220,10 @@ class _Reader:
                 auto_offset_reset="earliest",
                 client_id="streamtap-reader",
                 bootstrap_timeout_ms=int(self._timeout * 1000),
+                # What one poll hands over and one fetch holds: with 64 KiB chunks, 4 MiB and
+                # 16 MiB, however many partitions the topic has (the defaults: 500 records, 50 MiB).
+                max_poll_records=64,
+                fetch_max_bytes=16 * 2**20,
             )
         except KafkaError as error:
             raise ConnectionError(unreachable(self._servers, error)) from error
