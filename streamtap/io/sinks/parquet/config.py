@@ -4,7 +4,8 @@ ParquetSink is the plug-in (plugins.py): `validate` checks values without I/O, `
 bytes and files a day (plan.py), `preflight` checks the directory can be written and removes
 stale temporary files a dead writer left (storage.py), `resume_positions` and `read_location`
 read the capture back (read.py), and `transform` hands the object to `WriteChunksToParquet`
-(write.py).
+(write.py). `path` is a local directory, `hdfs://host:port/path` or `s3://bucket/prefix`
+(through `streamtap.io.storage`; on remote storage preflight is the store's `check()`).
 """
 
 from __future__ import annotations
@@ -20,20 +21,37 @@ from streamtap.config.capacity import Figure, StreamLoad
 from streamtap.io.sinks.parquet.format import COMPRESSIONS
 from streamtap.io.sinks.parquet.plan import plan_files
 from streamtap.io.sinks.parquet.read import capture_end, read_parquet_chunks
-from streamtap.io.sinks.parquet.storage import remove_stale_temporaries
+from streamtap.io.sinks.parquet.storage import (
+    is_remote,
+    remote_root,
+    remove_stale_temporaries,
+    split_location,
+)
 from streamtap.io.sinks.parquet.write import FILE_MODES, WriteChunksToParquet
+from streamtap.io.storage import StorageError
 
 __all__ = ["ParquetSink"]
 
 
 @dataclass(kw_only=True)
 class ParquetSink(SinkConfig):
-    """`type: parquet`: files per event-time window and stream in a local directory."""
+    """`type: parquet`: files per event-time window and stream in a local directory, on HDFS or
+    on S3."""
 
     type_name: ClassVar[str] = "parquet"
-    location_schemes: ClassVar[tuple[str, ...]] = ("",)
+    location_schemes: ClassVar[tuple[str, ...]] = ("", "hdfs", "s3")
 
-    path: str = doc("Directory the capture is written to (created if missing).", "")
+    path: str = doc(
+        "Directory the capture is written to (created if missing): a local path, "
+        "hdfs://<NameNode host>:<port>/<path> or s3://<bucket>/<prefix>.",
+        "",
+    )
+    endpoint_url: str | None = doc(
+        "Endpoint of an S3-compatible store for an s3:// path, e.g. http://127.0.0.1:9000 "
+        "(MinIO); omit for AWS (or set AWS_ENDPOINT_URL). Credentials always come from the AWS "
+        "chain.",
+        None,
+    )
     compression: str = doc(
         "Parquet codec: none, snappy, zstd, gzip or lz4. zstd saves space on sensor data; "
         "compressed audio does not shrink.",
@@ -49,9 +67,9 @@ class ParquetSink(SinkConfig):
         "auto",
     )
     max_retry_seconds: float = doc(
-        "How long a write that finds the disk full (or the quota used up) is retried, with "
-        "backoff, before the bundle fails with one line saying so; the files on disk stay "
-        "complete, and a new run continues after them.",
+        "How long a write that finds the disk full (or the quota used up), or HDFS or S3 "
+        "unreachable, is retried, with backoff, before the bundle fails with one line saying "
+        "so; the files written stay complete, and a new run continues after them.",
         300.0,
         min=0,
         max=86400,
@@ -62,8 +80,20 @@ class ParquetSink(SinkConfig):
         if not self.path:
             errors.append(f"{path}.path: required: the directory to write the capture to")
         elif "://" in self.path:
+            scheme = self.path.split("://", 1)[0].lower()
+            if scheme not in ("hdfs", "s3"):
+                errors.append(
+                    f"{path}.path: {self.path!r}: use a local path, hdfs://host:port/path or "
+                    "s3://bucket/prefix"
+                )
+            elif scheme == "hdfs" and not self.path.split("://", 1)[1].split("/", 1)[0]:
+                errors.append(
+                    f"{path}.path: {self.path!r}: name the NameNode, e.g. "
+                    "hdfs://127.0.0.1:9000/streamtap/raw"
+                )
+        if self.endpoint_url is not None and not self.path.startswith("s3://"):
             errors.append(
-                f"{path}.path: {self.path!r}: only local paths are supported by this sink"
+                f"{path}.endpoint_url: only for an s3:// path (got path {self.path!r})"
             )
         if self.compression not in COMPRESSIONS:
             errors.append(
@@ -77,6 +107,15 @@ class ParquetSink(SinkConfig):
         return errors
 
     def preflight(self, config: PipelineConfig) -> list[str]:
+        if is_remote(self.path):
+            root, endpoint = split_location(self.path, self.endpoint_url)
+            storage = remote_root(root, endpoint)
+            try:
+                storage.check()
+                remove_stale_temporaries(root)
+            except StorageError as error:
+                return [f"parquet sink: {error}"]
+            return []
         try:
             Path(self.path).mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -87,11 +126,16 @@ class ParquetSink(SinkConfig):
         return []
 
     def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
-        if not Path(self.path).is_dir():
+        location = self.path
+        if is_remote(self.path):
+            root, endpoint = split_location(self.path, self.endpoint_url)
+            remote_root(root, endpoint)
+            location = root
+        elif not Path(self.path).is_dir():
             return {}
         positions = {}
         for stream_id in stream_ids:
-            end = capture_end(self.path, stream_id)
+            end = capture_end(location, stream_id)
             if end is not None:
                 positions[stream_id] = end
         return positions

@@ -12,6 +12,10 @@ other error (permissions, a read-only file system), the bundle fails with a `Sin
 line says what failed, where, and what to do. Nothing partial is ever renamed into place, so the
 files on disk stay complete, and a new run continues the capture after them (resume).
 
+Remote storage (HDFS, S3) that cannot be reached (a StorageError marked transient: the storage
+layer retried the operation for up to a minute already) is retried the same way, the file
+written again from its chunks and published, within the same `max_retry_seconds`.
+
 No Beam here.
 """
 
@@ -26,8 +30,12 @@ from typing import Callable, NamedTuple
 
 from streamtap.errors import SinkError
 from streamtap.io.sinks.parquet.storage import publish, unlink_quietly
+from streamtap.io.storage import StorageError
 
-__all__ = ["FileQueue", "QueuedFile", "WriteRetry", "failure", "is_disk_full"]
+__all__ = [
+    "FileQueue", "QueuedFile", "WriteRetry", "failure", "is_disk_full", "is_retried",
+    "is_unreachable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +110,11 @@ class FileQueue:
         file = self._in_flight.popleft()
         self._bytes -= file.size
         try:
-            temporary, final = self._retry.written(file.future.result, file.rewrite, file.final)
-            try:
-                publish(temporary, final)
-            except OSError as error:
-                unlink_quietly(temporary)
-                raise failure(error, final) from error
+            self._retry.written(
+                lambda: _published(file.future.result()),
+                lambda: _published(file.rewrite()),
+                file.final,
+            )
         except BaseException as error:
             self.abandon()
             if isinstance(error, SinkError):
@@ -128,9 +135,37 @@ class FileQueue:
         self._bytes = 0
 
 
+def _published(written: Written) -> Written:
+    """Publishes a written file (storage.publish); on failure its temporary file is removed."""
+    temporary, final = written
+    try:
+        publish(temporary, final)
+    except BaseException:
+        unlink_quietly(temporary)
+        raise
+    return written
+
+
 def is_disk_full(error: BaseException) -> bool:
     """True for an OSError that says the disk is full or the quota is used up."""
     return isinstance(error, OSError) and error.errno in _FULL
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True for remote storage (HDFS, S3) that could not be reached or refused for a while
+    (a StorageError the storage layer retried for its own retry_seconds already)."""
+    return isinstance(error, StorageError) and error.transient
+
+
+def is_retried(error: BaseException) -> bool:
+    """True for a write failure that writing the file again later may fix."""
+    return is_disk_full(error) or is_unreachable(error)
+
+
+def _reason(error: OSError) -> str:
+    if is_disk_full(error):
+        return _FULL[error.errno]
+    return error.strerror or str(error)
 
 
 class WriteRetry:
@@ -163,21 +198,23 @@ class WriteRetry:
 
     def _retry(self, error: OSError, again: Callable[[], Written], final: str) -> Written:
         while True:
-            if not is_disk_full(error):
+            if not is_retried(error):
                 raise failure(error, final) from error
             now = time.monotonic()
             if self._full_since is None:
                 self._full_since = now
                 log.warning(
                     "parquet sink: %s writing %s; retrying with backoff for up to %g s "
-                    "(max_retry_seconds): free space on that file system",
-                    _FULL[error.errno], final, self._limit,
+                    "(max_retry_seconds): %s",
+                    _reason(error), final, self._limit,
+                    "free space on that file system" if is_disk_full(error)
+                    else "bring the storage back",
                 )
             elapsed = now - self._full_since
             if elapsed >= self._limit:
                 raise failure(error, final, elapsed) from error
             pause = min(self._delay, self._limit - elapsed)
-            log.info("parquet sink: disk still full, writing %s again in %.1f s", final, pause)
+            log.info("parquet sink: writing %s again in %.1f s", final, pause)
             time.sleep(pause)
             self._delay = min(self._delay * 2, _LONGEST_DELAY)
             self._on_retry()
@@ -189,8 +226,14 @@ class WriteRetry:
 
 def failure(error: OSError, final: str, retried: float | None = None) -> SinkError:
     """The one-line error for a file that could not be written."""
-    reason = _FULL.get(error.errno) or error.strerror or str(error)
+    reason = _reason(error)
     where = error.filename or final  # in a helper's batch, the file that failed it
+    if retried is not None and is_unreachable(error):
+        return SinkError(
+            f"parquet sink: {reason}; retried for {retried:.0f} s (max_retry_seconds). The files "
+            "there are complete up to the last one written: bring the storage back (or point "
+            "the sink's path elsewhere), then run again, and the capture continues after them"
+        )
     if retried is not None:
         return SinkError(
             f"parquet sink: {reason} writing {where}; retried for {retried:.0f} s "

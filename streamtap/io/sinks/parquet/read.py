@@ -6,23 +6,28 @@ a dead one's) are never listed. A stream is its directory `stream=<id>`, matched
 (an id is never a pattern). Chunks are read lazily, a few rows at a time, stream by stream and
 each stream's files in first-seq order, so a reader holds one batch of a file at a time and
 hands each stream's chunks over in about seq order, as `reassemble` expects.
+
+A capture on HDFS or S3 (`hdfs://host:port/path`, `s3://bucket/prefix[?endpoint_url=...]`) is
+listed and read through `streamtap.io.storage` (storage.remote_root): the same layout, the same
+order; its files are `RemoteFile`s, each file read by ranged reads (the footer, then the rows).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from streamtap.chunk import Chunk
-from streamtap.io.sinks.parquet.storage import max_seq
+from streamtap.io.sinks.parquet.storage import is_remote, max_seq, remote_root, split_location
 
-__all__ = ["capture_end", "capture_files", "read_parquet_chunks"]
+__all__ = ["RemoteFile", "capture_end", "capture_files", "read_parquet_chunks"]
 
 # Rows per batch read from a file: 64 chunks of at most 64 KiB by default (4 MiB).
 _BATCH_ROWS = 64
@@ -30,10 +35,26 @@ _BATCH_ROWS = 64
 _FILE_NAME = re.compile(r"\d{6}-(\d+)\.parquet")
 
 
-def capture_files(path: str, stream_id: str | None = None) -> list[Path]:
+class RemoteFile(NamedTuple):
+    """A published file of a capture on HDFS or S3: its Storage and path relative to the root."""
+
+    storage: object
+    path: str
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    def __str__(self) -> str:
+        return self.storage.location(self.path)
+
+
+def capture_files(path: str, stream_id: str | None = None) -> list[Path] | list[RemoteFile]:
     """Complete Parquet files of a capture directory (never hidden or temporary ones): stream by
     stream in id order, each stream's files in first-seq order. `stream_id`: that stream only,
     by exact id."""
+    if is_remote(path):
+        return _remote_files(path, stream_id)
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{path} is not a directory with a streamtap capture")
@@ -69,16 +90,46 @@ def capture_end(path: str, stream_id: str) -> tuple[int, int] | None:
     """
     best: tuple[int, Path] | None = None
     for file in capture_files(path, stream_id):
-        end = max_seq(str(file))
+        with _open(file) as source:
+            end = max_seq(source)
         if end is not None and (best is None or end > best[0]):
             best = (end, file)
     if best is None:
         return None
-    table = pq.read_table(best[1], columns=["seq", "offset", "payload"])
+    with _open(best[1]) as source:
+        table = pq.read_table(source, columns=["seq", "offset", "payload"])
     last = pc.index(table.column("seq"), best[0]).as_py()
     offset = table.column("offset")[last].as_py()
     length = len(table.column("payload")[last].as_py())
     return best[0] + 1, offset + length
+
+
+def _remote_files(location: str, stream_id: str | None) -> list[RemoteFile]:
+    storage = remote_root(*split_location(location))
+    prefix = f"stream={stream_id}" if stream_id is not None else ""
+    by_stream: dict[str, list[RemoteFile]] = {}
+    for info in storage.list(prefix):
+        parts = info.path.split("/")
+        if (
+            len(parts) == 3
+            and parts[0].startswith("stream=")
+            and parts[1].startswith("date=")
+            and parts[2].endswith(".parquet")
+        ):
+            by_stream.setdefault(parts[0], []).append(RemoteFile(storage, info.path))
+    if not by_stream and stream_id is None and not storage.list():
+        raise FileNotFoundError(f"{location}: no streamtap capture there (no files)")
+    files: list[RemoteFile] = []
+    for stream in sorted(by_stream):
+        files += sorted(by_stream[stream], key=lambda file: (_first_seq(file), file.name))
+    return files
+
+
+def _open(file: Path | RemoteFile):
+    """A source pyarrow reads a file from: a local file, or a seekable remote reader."""
+    if isinstance(file, RemoteFile):
+        return file.storage.open_read(file.path)
+    return pa.OSFile(str(file), "rb")
 
 
 def _entries(directory: Path, dirs: bool) -> list[Path]:
@@ -97,7 +148,8 @@ def _first_seq(file: Path) -> int:
     match = _FILE_NAME.fullmatch(file.name)
     if match:
         return int(match.group(1))
-    metadata = pq.ParquetFile(file).metadata
+    with _open(file) as source:
+        metadata = pq.ParquetFile(source).metadata
     column = metadata.schema.to_arrow_schema().get_field_index("seq")
     starts = [
         stats.min
@@ -110,7 +162,12 @@ def _first_seq(file: Path) -> int:
 
 def _file_chunks(file: Path) -> Iterator[Chunk]:
     """The chunks of one file, in its row order, _BATCH_ROWS at a time."""
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS):
+    with _open(file) as source:
+        yield from _source_chunks(source)
+
+
+def _source_chunks(source) -> Iterator[Chunk]:
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=_BATCH_ROWS):
         columns = batch.to_pydict()
         times = batch.column("event_time").cast(pa.int64()).to_pylist()
         for i in range(batch.num_rows):

@@ -17,7 +17,9 @@ Two ways of grouping chunks into files (the sink's `files`):
   Without whole windows the per-bundle path would write a file per poll: on the FnApiRunner,
   which runs a deferred SDF again at once, a slow stream got a file per chunk.
 
-Each file is written under a temporary name and published by a rename (storage.py). Its name is
+Each file is written under a temporary name and published by a rename (storage.py); on HDFS
+or S3 it is encoded in memory and published through `streamtap.io.storage` (whole or not at
+all), and a store that cannot be reached is retried like a full disk. Its name is
 derived from its contents (window start, first seq): a retried bundle rewrites the same files.
 Files are renamed in the order they were started (a stream's files in seq order), and a failed
 write stops the renames after it, so the files of a stream on disk always end at a chunk
@@ -53,8 +55,11 @@ from streamtap.io.sinks.parquet.publishing import FileQueue, QueuedFile, WriteRe
 from streamtap.io.sinks.parquet.storage import (
     file_location,
     fsync,
+    is_remote,
     make_directory,
     open_for_writing,
+    remote_root,
+    split_location,
     temporary_name,
     unlink_quietly,
     write_back,
@@ -115,14 +120,19 @@ class WriteChunksToParquet(beam.PTransform):
         errors = sink.validate(type(self).__name__)
         if errors:
             raise ValueError("; ".join(errors))
-        self._path = os.path.abspath(sink.path)
+        self._path, self._endpoint_url = split_location(sink.path, sink.endpoint_url)
+        if not is_remote(self._path):
+            self._path = os.path.abspath(self._path)
         self._compression = sink.compression
         self._files = sink.files
         self._retry_seconds = sink.max_retry_seconds
         self._whole_windows = whole_windows
 
     def expand(self, chunks):
-        options = (self._path, self._compression, self._retry_seconds, run_token(chunks.pipeline))
+        options = (
+            self._path, self._compression, self._retry_seconds, run_token(chunks.pipeline),
+            self._endpoint_url,
+        )
         if self._files == "auto" and self._whole_windows:
             # Every chunk reaches this step exactly once per successful bundle, in the bundle
             # that read it, so files can be cut as chunks pass (see the module doc). The input
@@ -139,14 +149,20 @@ class WriteChunksToParquet(beam.PTransform):
 class _WriteFilesFn(beam.DoFn):
     """Base of both writers: the thread pool, the per-bundle file queue, retries and counts."""
 
-    def __init__(self, path: str, compression: str, retry_seconds: float = 300.0, run: str = ""):
+    def __init__(self, path: str, compression: str, retry_seconds: float = 300.0, run: str = "",
+                 endpoint_url: str | None = None):
         self._path = path
         self._compression = compression
         self._retry_seconds = retry_seconds
         self._run = run
+        self._endpoint_url = endpoint_url
         self._queue: FileQueue | None = None
 
     def setup(self) -> None:
+        if is_remote(self._path):
+            # The storage layer retries one operation up to a minute, WriteRetry the whole file
+            # up to max_retry_seconds on top.
+            remote_root(self._path, self._endpoint_url, min(60.0, self._retry_seconds))
         self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="streamtap-parquet")
         self._activity = sink_activity(f"parquet {self._path}", self._run, COUNTS)
         self._counters = {
@@ -409,7 +425,7 @@ class _WriteBundleFilesFn(_WriteFilesFn):
         files, self._open = self._open.values(), {}
         started = [file for file in files if file.started()]
         small = [file for file in files if not file.started()]
-        if len(small) >= _PROCESS_MIN_FILES:
+        if len(small) >= _PROCESS_MIN_FILES and not is_remote(self._path):
             self._write_in_processes(small)
         else:
             started += small
@@ -488,12 +504,17 @@ def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
     """Writes `rows` as one file (row groups of about _ROW_GROUP_BYTES) and fsyncs it."""
     table = chunk_table(rows)
     largest = max(len(row.payload) for row in rows) or 1
-    # pyarrow's own file writer (not a Python file object: no GIL per write call), then fsync.
-    pq.write_table(
-        table,
-        path,
-        compression=codec(compression),
-        row_group_size=max(1, _ROW_GROUP_BYTES // largest),
-        **WRITE_OPTIONS,
-    )
+    # pyarrow's own file writer on local disk (not a Python file object: no GIL per write
+    # call), then fsync; in memory for remote storage.
+    sink = open_for_writing(path)
+    try:
+        pq.write_table(
+            table,
+            sink,
+            compression=codec(compression),
+            row_group_size=max(1, _ROW_GROUP_BYTES // largest),
+            **WRITE_OPTIONS,
+        )
+    finally:
+        sink.close()
     fsync(path)
