@@ -7,6 +7,7 @@ and first-byte times of the chunks cut.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from typing import NamedTuple
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamtap.io.cutting import ChunkCutter, event_micros
+from streamtap.io.framing import adts, make_aligner, mp3
 
 
 class Cut(NamedTuple):
@@ -337,3 +339,220 @@ def test_chunks_concatenate_to_the_input_and_keep_every_rule(
 def test_max_bytes_must_be_positive(max_bytes):
     with pytest.raises(ValueError, match="max_bytes"):
         ChunkCutter(max_bytes, 1.0, Chunks())
+
+
+# --- frame-aligned cutting (chunk.align; the frame rules are streamtap.io.framing) ---------------
+
+
+def _mp3_frame(rng, version: int, rate_index: int) -> bytes:
+    """A Layer III frame: a valid header (random bitrate and padding), random audio bytes."""
+    bitrate_index, padding = rng.randint(1, 14), rng.randint(0, 1)
+    header = bytes(
+        [
+            0xFF,
+            0xE0 | version << 3 | 0b011,
+            bitrate_index << 4 | rate_index << 2 | padding << 1,
+            0x44,
+        ]
+    )
+    length = mp3.frame_at(header, 0)[0]
+    return header + rng.randbytes(length - 4)
+
+
+def _adts_frame(rng, rate_index: int) -> bytes:
+    """An ADTS frame (AAC LC, stereo, no CRC): a valid header, random audio bytes."""
+    length = rng.randint(7, 900)
+    header = bytes(
+        [
+            0xFF,
+            0xF1,
+            1 << 6 | rate_index << 2,
+            2 << 6 | length >> 11,
+            (length >> 3) & 0xFF,
+            (length & 7) << 5 | 0x1F,
+            0xFC,
+        ]
+    )
+    return header + rng.randbytes(length - 7)
+
+
+def _frames_in(chunk: bytes, frame_at, header_bytes: int) -> int | None:
+    """How many whole frames `chunk` is, walking its headers from its first byte; None if it is
+    not exactly a sequence of frames."""
+    pos = count = 0
+    while pos < len(chunk):
+        if pos + header_bytes > len(chunk) or (frame := frame_at(chunk, pos)) is None:
+            return None
+        pos, count = pos + frame[0], count + 1
+    return count if pos == len(chunk) else None
+
+
+@st.composite
+def _framed_stream(draw):
+    """(kind, bytes, clean): random frames of one stream, optionally junk before and between
+    them (random bytes, an ID3 tag, a cut-off frame); clean: frames only, from the first byte."""
+    kind = draw(st.sampled_from(["mp3", "adts"]))
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    version, rate_index = (
+        draw(st.sampled_from([(3, 0), (3, 1), (2, 0), (0, 2)])),
+        draw(st.integers(0, 2)),
+    )
+    clean = draw(st.booleans())
+    parts = []
+    for _ in range(draw(st.integers(0, 25))):
+        if not clean and draw(st.integers(0, 5)) == 0:
+            junk = draw(st.sampled_from(["random", "id3", "partial", "syncs"]))
+            if junk == "random":
+                parts.append(rng.randbytes(rng.randint(1, 600)))
+            elif junk == "id3":
+                size = rng.randint(0, 300)
+                parts.append(
+                    b"ID3\x04\x00\x00" + bytes([0, 0, size >> 7, size & 0x7F]) + rng.randbytes(size)
+                )
+            elif junk == "syncs":
+                parts.append(b"\xff\xfb\x90\x44\xff\xf1" * rng.randint(1, 5))
+            else:
+                frame = (
+                    _mp3_frame(rng, *version) if kind == "mp3" else _adts_frame(rng, 3 + rate_index)
+                )
+                parts.append(frame[: rng.randint(1, len(frame) - 1)])
+        if kind == "mp3":
+            parts.append(_mp3_frame(rng, version[0], rate_index))
+        else:
+            parts.append(_adts_frame(rng, 3 + rate_index))
+    return kind, b"".join(parts), clean
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stream=_framed_stream(),
+    reads=st.lists(st.one_of(st.integers(1, 9), st.integers(1, 3000)), min_size=1, max_size=20),
+    ticks=st.lists(st.sampled_from(["none", "tick", "tags", "window"]), min_size=1, max_size=20),
+    max_bytes=st.integers(1500, 20000),
+    window_seconds=st.sampled_from([None, 1.0]),
+)
+def test_aligned_chunks_concatenate_to_the_input_and_start_on_frame_headers(
+    stream, reads, ticks, max_bytes, window_seconds
+):
+    kind, data, clean = stream
+    module = mp3 if kind == "mp3" else adts
+    cut, chunks = cutter(
+        max_bytes,
+        0.5,
+        offset=7,
+        window_seconds=window_seconds,
+        aligner_for=lambda tags: make_aligner(kind),
+    )
+    cut.restart(7)
+    now, position, step = 1_700_000_000.0, 0, 0
+    writes = []  # (first offset, end offset, arrival time)
+    while position < len(data):
+        # (at most ~300 writes: hypothesis runs it many times)
+        size = min(max(reads[step % len(reads)], len(data) // 300), len(data) - position)
+        assert cut.write(memoryview(data)[position : position + size], now) == size
+        writes.append((7 + position, 7 + position + size, now))
+        position += size
+        action = ticks[step % len(ticks)]
+        if action == "tick":
+            now += 0.6
+            cut.cut_if_due(now)
+        elif action == "tags":
+            cut.set_tags({"icy_title": str(step)})
+        elif action == "window":
+            now += 1.0  # the next write comes in the next window
+        step += 1
+        assert cut.next_byte_offset == 7 + position and len(cut.pending) < max_bytes
+    cut.cut()
+
+    assert b"".join(chunks.payloads) == data
+    assert (
+        chunks.offsets == list(itertools.accumulate([7] + [len(p) for p in chunks.payloads]))[:-1]
+    )
+    for chunk in chunks:
+        assert chunk.payload and len(chunk.payload) <= max_bytes
+        if "frames" in chunk.tags:  # aligned: whole frames from a header on, as many as it says
+            assert _frames_in(chunk.payload, module.frame_at, module.HEADER_BYTES) == int(
+                chunk.tags["frames"]
+            )
+            assert float(chunk.tags["audio_ms"]) > 0
+        else:
+            assert chunk.tags["unaligned"] in ("junk", "id3", "no frame header", "partial frame")
+    # Frames only, none larger than max_bytes: all aligned (a lone frame is never confirmed).
+    if clean and max_bytes >= 8192 and _frames_in(data, module.frame_at, module.HEADER_BYTES) > 1:
+        assert all("frames" in c.tags for c in chunks), [(len(c.payload), c.tags) for c in chunks]
+    # A chunk's time is no earlier than its first byte's arrival (later when it was carried
+    # over), and with windows no byte of it arrived in a later window than its time names.
+    for chunk in chunks:
+        first, end = chunk.offset, chunk.offset + len(chunk.payload)
+        times = [w[2] for w in writes if w[0] < end and w[1] > first]
+        assert chunk.first_byte_time >= next(w[2] for w in writes if w[0] <= first < w[1])
+        if window_seconds:
+            window = event_micros(chunk.first_byte_time) // 1_000_000
+            assert all(event_micros(t) // 1_000_000 <= window for t in times)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reads=st.lists(st.integers(1, 999), min_size=1, max_size=30),
+    sample_bytes=st.sampled_from([2, 3, 4, 8]),
+    max_bytes=st.integers(1, 5000),
+    ticks=st.lists(st.booleans(), min_size=1, max_size=10),
+)
+def test_aligned_sample_chunks_hold_whole_samples(reads, sample_bytes, max_bytes, ticks):
+    cut, chunks = cutter(
+        max_bytes, 0.5, aligner_for=lambda tags: make_aligner("samples", sample_bytes)
+    )
+    cut.restart(0)
+    data = bytes(i % 251 for i in range(sum(reads) - sum(reads) % sample_bytes))
+    now, position = 1.0, 0
+    for step, size in enumerate(reads):
+        cut.write(data[position : position + size], now)
+        position += size
+        if ticks[step % len(ticks)]:
+            now += 0.6
+            cut.cut_if_due(now)
+    cut.cut()
+    assert b"".join(chunks.payloads) == data
+    for chunk in chunks:
+        if max_bytes >= sample_bytes:
+            assert len(chunk.payload) % sample_bytes == 0
+            assert chunk.tags == {"frames": str(len(chunk.payload) // sample_bytes)}
+
+
+def test_a_free_format_mp3_stream_falls_back_to_unaligned_cuts_tagged_so():
+    header = bytes([0xFF, 0xFB, 0x00 | 0 << 2, 0x44])  # MPEG-1 Layer III, bitrate index 0
+    data = (header + bytes(413)) * 20
+    cut, chunks = cutter(1000, 60.0, aligner_for=lambda tags: make_aligner("mp3"))
+    cut.write(data, now=1.0)
+    cut.cut()
+    assert b"".join(chunks.payloads) == data
+    assert [len(c.payload) for c in chunks] == [1000] * 8 + [340]
+    assert {c.tags["unaligned"] for c in chunks} == {"free-format"}
+
+
+def test_a_time_cut_holds_a_frame_still_arriving_and_carries_it_with_the_cut_time():
+    rng = random.Random(1)
+    frames = [_mp3_frame(rng, 3, 0) for _ in range(4)]
+    data = b"".join(frames)
+    cut, chunks = cutter(65536, 1.0, aligner_for=lambda tags: make_aligner("mp3"))
+    split = len(frames[0]) + 10  # a frame, and 10 bytes of the next one (its header: confirmed)
+    cut.write(data[:split], now=1.0)
+    assert cut.cut_if_due(2.0)  # due: the confirmed frame is cut, the next one waits for its rest
+    assert chunks.payloads == [frames[0]] and chunks[0].tags == {
+        "frames": "1",
+        "audio_ms": "26.122",
+    }
+    assert cut.first_byte_time == 2.0 and bytes(cut.pending) == data[len(frames[0]) : split]
+    cut.write(data[split:], now=2.5)
+    cut.cut()  # the session's end: every complete frame, the last one needs no successor
+    assert chunks.payloads == [frames[0], b"".join(frames[1:])]
+    assert chunks[1] == Cut(
+        b"".join(frames[1:]), len(frames[0]), 2.0, {"frames": "3", "audio_ms": "78.367"}
+    )
+
+
+def test_align_none_keeps_the_plain_cutter():
+    cut, chunks = cutter(4, aligner_for=None)
+    assert cut.aligner is None
+    cut.write(b"\xff\xfb\x90\x44abcd", now=1.0)
+    assert chunks.payloads == [b"\xff\xfb\x90\x44", b"abcd"] and chunks[0].tags == {}
