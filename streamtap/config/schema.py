@@ -106,6 +106,21 @@ class ChunkSettings:
         min=0.001,
         max=3600,
     )
+    align: str = doc(
+        "Cut where the stream's own format allows, so that every chunk decodes alone: 'none' "
+        "(where the limits fall), 'mp3' (MPEG audio Layer III frames), 'adts' (AAC ADTS "
+        "frames), 'samples' (whole samples of the source's sample_bytes), or 'auto' (from the "
+        "content type audio/mpeg, audio/aac, audio/aacp, or the source's sample size; none "
+        "otherwise). Aligned chunks are tagged frames and audio_ms; bytes that are no frames, "
+        "`unaligned` with the reason.",
+        "none",
+    )
+
+    def validate(self, path: str) -> list[str]:
+        modes = ("none", "auto", "mp3", "adts", "samples")
+        if self.align not in modes:
+            return [f"{path}.align: must be one of {', '.join(modes)}, got {self.align!r}"]
+        return []
 
 
 @dataclass(kw_only=True)
@@ -225,6 +240,13 @@ class SourceConfig:
         "What to do when the data ends: 'stop' or 'reconnect'. Default: stop for files, "
         "reconnect for network streams.",
         None,
+    )
+    sample_bytes: int | None = doc(
+        "Bytes per sample of the stream (4 for float32 values), for chunk.align samples or "
+        "auto: chunks then hold whole samples. Synthetic sources know their own.",
+        None,
+        min=1,
+        max=1_048_576,
     )
     reconnect: ReconnectSettings = doc(
         "Backoff between reconnect attempts.", default_factory=ReconnectSettings
@@ -386,4 +408,12 @@ class PipelineConfig:
         for index, sink in enumerate(self.sinks):
             errors += sink.check_chunk_size(self.chunk.max_bytes, f"sinks[{index}]")
         errors += self.schedule.validate("schedule")
+        errors += self.chunk.validate("chunk")
+        if self.chunk.align == "samples":
+            for index, source in enumerate(self.sources):
+                if not source.sample_bytes and source.type != "synthetic":
+                    errors.append(
+                        f"sources[{index}].sample_bytes: needed by chunk.align samples; set the "
+                        "stream's bytes per sample (4 for float32) or use align auto"
+                    )
         return errors

@@ -32,6 +32,7 @@ from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.errors import PermanentSourceError, SourceError
 from streamtap.io.connector import Connector
 from streamtap.io.cutting import ChunkCutter
+from streamtap.io.framing import aligner_choice
 from streamtap.io.ratewatch import OK, RateChange, RateWatch, Shortfall
 from streamtap.io.sessions import ConcurrentSession, concurrent_watermark
 
@@ -141,6 +142,7 @@ class StreamReader:
             offset=position.next_offset,
             window_seconds=window_seconds,
             end_offset=position.end_offset,
+            aligner_for=aligner_choice(chunking.align, source),
         )
         self._session = ""
         self._next_offset = position.next_offset  # of the next chunk cut
@@ -418,6 +420,9 @@ class StreamReader:
         self.stats.sessions += 1
         self.stats.state = f"reading {self._connector.describe()}"
         self._awaiting_first_byte = True
+        # Alignment starts again: a seekable source's samples count from offset 0, a live
+        # one's from where this session starts.
+        self._cutter.restart(0 if self._connector.seekable else self._cutter.next_byte_offset)
         if self.stats.sessions > 1:
             self._mark_discontinuity = True
 

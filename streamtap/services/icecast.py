@@ -58,6 +58,11 @@ _BITRATE = re.compile(r"^[1-9][0-9]*k?$")
 _QUEUE_SIZE = 8 * 1024 * 1024
 
 
+def _is_aac(mount: str) -> bool:
+    """A mount named *.aac streams AAC (ADTS frames, audio/aac); every other one MP3."""
+    return mount.endswith(".aac")
+
+
 class IcecastService:
     """Icecast 2 on 127.0.0.1:port with `mounts` live MP3 streams, managed through pid files.
 
@@ -90,7 +95,8 @@ class IcecastService:
             state_dir: where config, credentials, logs and pid files go; default
                 `streamtap.services.process.state_dir("icecast")`.
             port: TCP port on 127.0.0.1.
-            mounts: a count N (mounts radio1..radioN) or explicit mount names.
+            mounts: a count N (mounts radio1..radioN) or explicit mount names (a name ending
+                in .aac streams AAC in ADTS frames, audio/aac, instead of MP3).
             bitrate: MP3 bitrate per mount in ffmpeg syntax, e.g. "128k" (bits per second).
             max_clients: the most listeners Icecast accepts, over all mounts.
         """
@@ -409,15 +415,17 @@ class IcecastService:
             f"anoisesrc=color=pink:seed={index}:amplitude=0.25:sample_rate=44100[noise];"
             "[tone][noise]amix=inputs=2:normalize=0,aformat=channel_layouts=stereo[out0]"
         )
+        if _is_aac(mount):  # AAC in ADTS frames, as AAC radio stations send it
+            codec = ["-c:a", "aac", "-b:a", self.bitrate, "-content_type", "audio/aac", "-f", "adts"]
+        else:
+            # A live stream has no ID3 tag or Xing header: listeners would never see them.
+            codec = ["-c:a", "libmp3lame", "-b:a", self.bitrate, "-id3v2_version", "0",
+                     "-write_xing", "0", "-content_type", "audio/mpeg", "-f", "mp3"]
         return [
             ffmpeg_bin, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "warning",
             # -re: read (generate) input at its native rate, i.e. a live station, not a flood.
-            "-re", "-f", "lavfi", "-i", graph,
-            "-c:a", "libmp3lame", "-b:a", self.bitrate,
-            # A live stream has no ID3 tag or Xing header: listeners would never see them.
-            "-id3v2_version", "0", "-write_xing", "0",
-            "-content_type", "audio/mpeg", "-ice_name", mount,
-            "-f", "mp3", f"icecast://source:{creds['source']}@127.0.0.1:{self.port}/{mount}",
+            "-re", "-f", "lavfi", "-i", graph, *codec, "-ice_name", mount,
+            f"icecast://source:{creds['source']}@127.0.0.1:{self.port}/{mount}",
         ]
 
     def _start_feeders(self, mounts: Sequence[str], timeout: float) -> None:
@@ -447,7 +455,8 @@ class IcecastService:
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     ctype = response.headers.get("Content-Type", "")
-                    if response.status == 200 and ctype.startswith("audio/mpeg") and response.read(1):
+                    wanted = "audio/aac" if _is_aac(mount) else "audio/mpeg"
+                    if response.status == 200 and ctype.startswith(wanted) and response.read(1):
                         return
                     last_error = f"HTTP {response.status} {ctype}"
             except urllib.error.HTTPError as err:

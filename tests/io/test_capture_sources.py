@@ -297,3 +297,27 @@ def test_a_second_run_continues_the_capture_where_the_first_ended(tmp_path):
     assert stream_bytes(str(tmp_path / "cap"), "live1") == live_first + feeder.data
     assert reports["live1"].discontinuities == 1  # a live stream may have lost bytes in between
     assert reports["live1"].sessions == 2
+
+
+def test_a_float32_sensor_over_tcp_read_in_odd_pieces_is_cut_into_whole_samples(tmp_path):
+    """chunk.align samples with sample_bytes 4: the feeder sends 4,099-byte pieces, the limit
+    (10,001 bytes) and the time cuts fall mid-sample, yet every chunk holds whole samples."""
+    import numpy as np
+
+    data = np.sin(np.arange(100_000, dtype=np.float32) / 50).astype("<f4").tobytes()
+    with TcpFeeder(data, piece=4099, pause=0.01) as feeder:
+        config = _config(
+            [feeder.source("sensor1", max_bytes=len(data), sample_bytes=4)],
+            tmp_path,
+            max_bytes=10_001,
+            max_seconds=0.03,
+        )
+        config["chunk"]["align"] = "auto"
+        capture(config)
+    assert stream_bytes(str(tmp_path), "sensor1") == data
+    assert_verified(str(tmp_path), streams=1)
+    chunks = chunks_of(str(tmp_path), "sensor1")
+    assert all(len(c.payload) % 4 == 0 for c in chunks), sorted({len(c.payload) % 4 for c in chunks})
+    assert all(c.tags["frames"] == str(len(c.payload) // 4) for c in chunks)
+    assert max(len(c.payload) for c in chunks) <= 10_000  # the limit, rounded down to a sample
+    assert any(len(c.payload) < 10_000 for c in chunks[:-1])  # and cuts on time

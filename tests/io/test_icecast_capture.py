@@ -6,13 +6,14 @@ overlap they must be equal, byte for byte. streamtap asks for ICY metadata and s
 single misplaced metadata byte would break the comparison.
 """
 
+import subprocess
 import threading
 import time
 import urllib.request
 
 import pytest
 
-from tests.fixtures.icecast import mp3_decode_errors, mp3_frame_span
+from tests.fixtures.icecast import AAC_MOUNT, mp3_decode_errors, mp3_frame_span
 from tests.helpers import assert_verified, capture, chunks_of, free_port, stream_bytes
 
 MOUNTS = ("radio1", "radio2", "radio3")
@@ -132,3 +133,62 @@ def test_a_missing_mount_and_an_unreachable_host_do_not_stop_the_healthy_station
     assert "connection refused" in output
     reports = assert_verified(str(tmp_path))
     assert set(reports) == {"good"}
+
+
+def _decode_errors(data: bytes, path) -> str:
+    """`ffmpeg -v error -i chunk -f null -` on `data` alone; its messages ("" = clean)."""
+    path.write_bytes(data)
+    result = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )
+    return f"exit {result.returncode}: {result.stderr.strip()}" if result.returncode else result.stderr.strip()
+
+
+def test_aligned_mp3_and_aac_chunks_each_decode_alone_and_equal_an_independent_listener(icecast, tmp_path):
+    """align: auto on a real MP3 and a real AAC (ADTS) station: every aligned chunk decodes alone
+    with no error; the only other chunks are the partial frame a listener starts in and the one
+    the capture stops in; the chunks concatenated equal an independent listener's bytes."""
+    mounts = {"radio1": "audio/mpeg", AAC_MOUNT: "audio/aac"}
+    urls = {mount: icecast.mount_url(mount) for mount in mounts}
+    references: dict = {}
+    listeners = [threading.Thread(target=_listen, args=(url, SECONDS, references)) for url in urls.values()]
+    for listener in listeners:
+        listener.start()
+    location = str(tmp_path / "capture")
+    capture(
+        {
+            "sources": [{"id": mount, "type": "http", "url": url} for mount, url in urls.items()],
+            "chunk": {"max_bytes": 5000, "max_seconds": 0.5, "align": "auto"},
+            "window_seconds": 2,
+            "sinks": [{"type": "parquet", "path": location}],
+        },
+        duration=SECONDS,
+    )
+    for listener in listeners:
+        listener.join()
+    assert_verified(location, streams=2)
+    for mount, content_type in mounts.items():
+        captured, reference = stream_bytes(location, mount), references[urls[mount]]
+        shift, length = _overlap(reference, captured)
+        start = max(0, shift)
+        assert captured[start : start + length] == reference[start - shift : start - shift + length]
+        assert length >= 0.8 * min(len(captured), len(reference))
+        chunks = sorted(chunks_of(location, mount), key=lambda c: c.seq)
+        assert b"".join(c.payload for c in chunks) == captured
+        assert all(c.tags["content_type"] == content_type for c in chunks)
+        aligned = [c for c in chunks if "frames" in c.tags]
+        unaligned = [c for c in chunks if "frames" not in c.tags]
+        assert len(aligned) >= 2 * (SECONDS - 3), len(aligned)  # two a second (max_seconds 0.5)
+        # A listener starts mid-frame (Icecast's 2048-byte blocks) and the stop may cut one.
+        assert all(c.tags["unaligned"] in ("junk", "partial frame") for c in unaligned)
+        assert all(len(c.payload) < 1500 for c in unaligned) and len(unaligned) <= 2
+        assert all(c.seq in (chunks[0].seq, chunks[-1].seq) for c in unaligned)
+        total_ms = 0.0
+        for chunk in aligned:
+            assert len(chunk.payload) <= 5000
+            problem = _decode_errors(chunk.payload, tmp_path / f"chunk-{chunk.seq}")
+            assert problem == "", (mount, chunk.seq, chunk.tags, problem)
+            total_ms += float(chunk.tags["audio_ms"])
+        # The audio in the chunks, by their frame headers: the burst (~4 s) plus real time.
+        assert SECONDS * 1000 * 0.8 < total_ms < (SECONDS + 6) * 1000, total_ms
