@@ -154,3 +154,17 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(path) in str(caught.value) and "not valid YAML" in str(caught.value)
+
+
+def test_chunk_align_is_checked_and_samples_needs_the_sample_size():
+    assert _errors(_base(chunk={"align": "mp4"})) == [
+        "chunk.align: must be one of none, auto, mp3, adts, samples, got 'mp4'"
+    ]
+    assert _errors(_base(chunk={"align": "samples"})) == [
+        "sources[0].sample_bytes: needed by chunk.align samples; set the stream's bytes per "
+        "sample (4 for float32) or use align auto"
+    ]
+    raw = _base(chunk={"align": "samples"})
+    raw["sources"][0]["sample_bytes"] = 4
+    config = parse_config(raw)
+    assert (config.chunk.align, config.sources[0].sample_bytes) == ("samples", 4)
