@@ -33,6 +33,7 @@ SCENARIOS: dict[str, dict] = {
         "seconds": 180,
         "window_seconds": 10.0,
         "chunk_max_seconds": 1.0,
+        "chunk_align": "none",  # chunk.align; --set live_icecast.chunk_align=auto measures its cost
         # When N streams miss a target, these smaller counts are tried (one run each, step_seconds).
         "fallback_streams": [500, 350, 250, 100],
         "step_seconds": 60,

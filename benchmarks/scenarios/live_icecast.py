@@ -28,7 +28,7 @@ NAME = "live_icecast"
 
 
 def _config(service, streams: int, window: float, max_seconds: float, out: Path,
-            read: dict | None = None, source: dict | None = None) -> dict:
+            read: dict | None = None, source: dict | None = None, align: str = "none") -> dict:
     mounts = service.mounts
     return {
         "sources": [
@@ -36,7 +36,7 @@ def _config(service, streams: int, window: float, max_seconds: float, out: Path,
              **(source or {})}
             for i in range(streams)
         ],
-        "chunk": {"max_bytes": 65536, "max_seconds": max_seconds},
+        "chunk": {"max_bytes": 65536, "max_seconds": max_seconds, "align": align},
         "window_seconds": window,
         "read": read or {},
         "sinks": [{"type": "parquet", "path": str(out), "compression": "none"}],
@@ -130,7 +130,7 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
     with services.icecast(cfg["mounts"], streams, cfg["bitrate"]) as station:
         out = workdir / f"capture-{streams}"
         config = _config(station, streams, cfg["window_seconds"], cfg["chunk_max_seconds"], out,
-                         cfg.get("read"), cfg.get("source"))
+                         cfg.get("read"), cfg.get("source"), cfg.get("chunk_align", "none"))
         result = run_live_capture(
             config, workdir / f"run-{streams}", seconds,
             profile_seconds=cfg["profile_seconds"] if profile else 0,
@@ -145,6 +145,7 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
     expected_streams = streams
     row = {
         "streams": streams,
+        "chunk_align": cfg.get("chunk_align", "none"),
         "seconds": round(result.seconds, 1),
         "drain_seconds": round(result.wall_seconds - result.seconds, 1),
         "exit_code": result.exit_code,
