@@ -10,6 +10,7 @@ import asyncio
 import io
 import os
 import subprocess
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,7 +22,16 @@ from streamtap.services.hdfs import HdfsService
 from streamtap.services.process import free_port
 from tests.fixtures.hdfs import dfs_cat, dfs_ls, unique_hdfs_path
 from tests.fixtures.s3 import s3_client
-from tests.helpers import STREAMTAP, TcpFeeder, assert_verified, capture, stream_bytes
+from tests.helpers import (
+    STREAMTAP,
+    CaptureProcess,
+    TcpFeeder,
+    assert_verified,
+    capture,
+    stream_bytes,
+    wait_until,
+    write_config,
+)
 from tests.io.sources.http_servers import ServerThread, head
 
 
@@ -184,3 +194,64 @@ def test_paths_the_sink_cannot_write_are_refused_with_the_fix(path, error):
     problems = ParquetSink(path=path).validate("sinks[0]")
     assert len(problems) == 1 and problems[0].startswith(f"sinks[0].path: {path!r}: ")
     assert error in problems[0]
+
+
+# --- HDFS failing under a capture -------------------------------------------------------------
+
+
+def _capture_while(tmp_path, location: str, data: bytes, fault, name: str) -> None:
+    """`streamtap run` (Prism) of a live TCP source sending `data` over ~18 s into `location`
+    (files appear as windows close); `fault()` once the first files are on HDFS; Ctrl-C once
+    everything was sent. Fails unless the capture exits 0."""
+    from streamtap.io.storage import open_storage
+
+    feeder = TcpFeeder(data, piece=16384, pause=0.15)
+    config = write_config(tmp_path / "pipeline.yaml", _config(location, [feeder.source(name)]))
+    run = CaptureProcess(config)
+    try:
+        store = open_storage(location)
+        wait_until(lambda: len(store.list()) >= 2, 90, "the first files on HDFS")
+        assert run.process.poll() is None  # files appeared while it was still running
+        fault()
+        wait_until(feeder.sent.is_set, 120, "the TCP feeder to send everything")
+        time.sleep(2.5)  # the last bytes arrive
+        run.interrupt()
+        code, output = run.wait(timeout=240)
+    finally:
+        feeder.close()
+        if run.process.poll() is None:
+            run.process.kill()
+    assert code == 0, output
+    assert "streamtap: the pipeline failed" not in output, output
+
+
+def test_a_datanode_killed_mid_capture_with_replication_2_loses_nothing(
+    hdfs_cluster_healed, tmp_path
+):
+    cluster: HdfsService = hdfs_cluster_healed
+    location = f"{cluster.url}{unique_hdfs_path('dn-kill')}"
+    data = os.urandom(2_000_000)
+
+    _capture_while(tmp_path, location, data, lambda: cluster.kill_datanode(1), "tcp1")
+
+    assert stream_bytes(location, "tcp1") == data
+    report = assert_verified(location, streams=1)["tcp1"]
+    assert report.discontinuities == 0
+    _verify_cli(location)
+
+
+def test_the_namenode_restarted_mid_capture_loses_nothing(hdfs_cluster_healed, tmp_path):
+    cluster: HdfsService = hdfs_cluster_healed
+    location = f"{cluster.url}{unique_hdfs_path('nn-restart')}"
+    data = os.urandom(2_000_000)
+
+    _capture_while(
+        tmp_path, location, data, lambda: cluster.restart_namenode(kill=True, down_seconds=2),
+        "tcp1",
+    )
+
+    assert stream_bytes(location, "tcp1") == data
+    report = assert_verified(location, streams=1)["tcp1"]
+    assert report.discontinuities == 0
+    listed = dfs_ls(cluster, location.removeprefix(cluster.url))
+    assert listed and all(not path.rsplit("/", 1)[1].startswith(".") for path in listed)
