@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
 import time
 
@@ -49,6 +50,45 @@ def _checkpoint_counts(service, job_id: str) -> dict:
 def _running_job(service) -> str | None:
     running = [job["jid"] for job in service.jobs() if job["state"] == "RUNNING"]
     return running[0] if running else None
+
+
+def test_loopback_workers_serve_two_taskmanagers_whose_worker_ids_repeat(flink_env, tmp_path):
+    """--parallelism=4 on 2 TaskManagers x 2 slots, LOOPBACK: both TaskManagers ask this process
+    for worker "1-1". Beam's pool kept one worker per id, so when the TaskManager that started
+    its worker first was done first, it stopped the other's worker mid-capture: its task failed,
+    Flink ran the region again and every chunk was captured twice (verify: duplicate sequence
+    numbers), exit 0. Which TaskManager starts and ends first is Flink's choice, so this failed
+    about every other run before the fix; tests/pipelines/runners/test_loopback.py reproduces the
+    stop deterministically. First in this module, while both TaskManagers' worker counters are
+    alike (a fresh cluster)."""
+    capture_dir = tmp_path / "capture"
+    seconds = [1, 1, 10, 10]  # two groups end long before the other two
+    sensors = [{"id": f"sensor{i}", "type": "synthetic", "rate": 2000, "sample_format": "int16",
+                "seed": i, "max_bytes": 4000 * s} for i, s in enumerate(seconds)]
+    config = parse_config({
+        "sources": sensors,
+        "chunk": {"max_bytes": 16384, "max_seconds": 0.5},
+        "window_seconds": 1,
+        "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+    })
+    jobs_before = _finished_jobs(flink_env)
+    out = io.StringIO()
+    code = run_capture(config, ["--runner=FlinkRunner", f"--flink_master={flink_env.flink_master}",
+                                "--parallelism=4"], status_interval=0, out=out)
+    assert code == 0, out.getvalue()
+    (job_id,) = _finished_jobs(flink_env) - jobs_before
+    history = flink_env.rest(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
+    assert not history.get("entries"), str(history)[:3000]
+    assert_verified(str(capture_dir), streams=4)
+    for sensor in sensors:
+        source = SyntheticSource(**{k: v for k, v in sensor.items() if k != "type"})
+        captured = stream_bytes(str(capture_dir), sensor["id"])
+        assert captured == synthetic_bytes(source, 0, sensor["max_bytes"] // 2)
+    # Both TaskManagers ran the reading step.
+    vertex = next(v for v in flink_env.rest(f"/jobs/{job_id}")["vertices"]
+                  if "ReadChunks" in v["name"])
+    managers = flink_env.rest(f"/jobs/{job_id}/vertices/{vertex['id']}/taskmanagers")
+    assert len({tm["taskmanager-id"] for tm in managers["taskmanagers"]}) == 2, managers
 
 
 def test_unbounded_capture_on_flink_is_byte_exact_and_drains_on_sigint(flink_env, tmp_path):
@@ -296,3 +336,54 @@ def test_external_workers_from_the_clusters_worker_pool_are_byte_exact(flink_env
     (job_id,) = _finished_jobs(flink_env) - jobs_before
     vertices = flink_env.rest(f"/jobs/{job_id}")["vertices"]
     assert {v["parallelism"] for v in vertices if "ReadStreams" in v["name"]} == {2}, vertices
+
+
+def test_external_workers_of_an_unbounded_capture_drain_on_ctrl_c(flink_env, tmp_path):
+    """--environment_type=EXTERNAL, unbounded (a streaming job, checkpointed): the streams live in
+    the worker pool's processes. Ctrl-C reaches them through the run's stop file, each marks its
+    end beside it, and `streamtap run` drains the job: it FINISHES, the run exits 0 and every
+    byte received is written. (The drain used to watch streams in `streamtap run` only: the job
+    ran on and the run never ended.)"""
+    capture_dir = tmp_path / "capture"
+    payloads = [os.urandom(1_500_000) for _ in range(2)]
+    feeders = [_ReaderRecordingFeeder(data) for data in payloads]
+    sensor = {"id": "sensor1", "type": "synthetic", "rate": 2000, "sample_format": "int16"}
+    config = write_config(tmp_path / "pipeline.yaml", {
+        "sources": [feeders[0].source("tcp0"), feeders[1].source("tcp1"), sensor],
+        "chunk": {"max_bytes": 65536, "max_seconds": 0.5},
+        "window_seconds": 1,
+        "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+    })
+    jobs_before = {job["jid"] for job in flink_env.jobs()}
+    run = CaptureProcess(config, "--runner=FlinkRunner", f"--flink_master={flink_env.flink_master}",
+                         "--environment_type=EXTERNAL", "--parallelism=2")
+    try:
+        for feeder in feeders:
+            wait_until(feeder.sent.is_set, 180, "the feeders to send everything")
+        wait_until(lambda: capture_dir.exists() and len(capture_files(str(capture_dir))) >= 4,
+                   120, "window files while the capture runs")
+        time.sleep(2)
+        assert run.process.poll() is None
+        run.interrupt()
+        code, output = run.wait(timeout=180)
+    finally:
+        for feeder in feeders:
+            feeder.close()
+        if run.process.poll() is None:  # failed before the end: leave no capture running
+            os.killpg(run.process.pid, signal.SIGKILL)
+            print(run.process.communicate()[0][-5000:])
+    assert code == 0, output
+    assert "SIGINT" in output and "pipeline failed" not in output
+    (job_id,) = {job["jid"] for job in flink_env.jobs()} - jobs_before
+    assert [j["state"] for j in flink_env.jobs() if j["jid"] == job_id] == ["FINISHED"]
+    # The streams were read in the pool's worker processes, not in `streamtap run`.
+    pool = flink_env.process_ids()["worker-pool"]
+    assert all(f.reader is not None and f.reader[1] == pool for f in feeders), [
+        f.reader for f in feeders]
+    reports = assert_verified(str(capture_dir), streams=3)
+    for index, data in enumerate(payloads):
+        assert stream_bytes(str(capture_dir), f"tcp{index}") == data
+    sensor_bytes = stream_bytes(str(capture_dir), "sensor1")
+    source = SyntheticSource(**{k: v for k, v in sensor.items() if k != "type"})
+    assert sensor_bytes == synthetic_bytes(source, 0, len(sensor_bytes) // 2)
+    assert reports["sensor1"].chunks > 0

@@ -22,7 +22,7 @@ import time
 from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.io.reader import StreamPosition, StreamReader, StreamStats
 
-__all__ = ["clear_stop", "hub", "request_stop", "stop_requested"]
+__all__ = ["clear_stop", "ended_streams", "hub", "mark_ended", "request_stop", "stop_requested"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,6 +67,30 @@ def stop_requested(stop_file: str | None) -> bool:
         existed = os.path.exists(stop_file)
         _STOP_FILES[stop_file] = (now, existed)
     return existed
+
+
+def mark_ended(stop_file: str | None, stream_id: str) -> None:
+    """Notes, beside the run's stop file (`<its dir>/ended/<stream id>`), that a stream of that run
+    has ended here: `streamtap run` sees streams end in worker processes of this host too (a
+    Flink worker pool), as it sees the stop file's requests reach them."""
+    if stop_file is None:
+        return
+    marks = os.path.join(os.path.dirname(stop_file), "ended")
+    try:
+        os.makedirs(marks, exist_ok=True)
+        with open(os.path.join(marks, stream_id), "w"):
+            pass
+    except OSError as error:  # the run is gone (its directory removed) or on another host
+        _LOGGER.debug("%s: cannot mark the stream ended beside %s: %s", stream_id, stop_file,
+                      error)
+
+
+def ended_streams(stop_file: str) -> set[str]:
+    """The streams of the run whose stop file is `stop_file` that ended (mark_ended) so far."""
+    try:
+        return set(os.listdir(os.path.join(os.path.dirname(stop_file), "ended")))
+    except OSError:
+        return set()
 
 
 def _freeze_long_lived() -> None:

@@ -32,7 +32,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from streamtap.chunk import Chunk
 from streamtap.config import ChunkSettings, ReadSettings, SourceConfig, range_errors
 from streamtap.io.cutting import event_micros
-from streamtap.io.hub import hub
+from streamtap.io.hub import hub, mark_ended
 from streamtap.io.ratewatch import LOW, OK, STALLED
 from streamtap.io.reader import StreamPosition, StreamReader
 
@@ -375,6 +375,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
                 if not tracker.try_claim((index, END_OF_STREAM)):
                     return
                 hub().release(reader)
+                mark_ended(self._stop_file, source.id)
             else:
                 watermarks.append(reader.watermark(seq))
         if not watermarks:  # every stream of the group has ended

@@ -95,6 +95,7 @@ def run_capture(
     )
     if plugin is not None:
         plugin.check(options, bounded)
+        plugin.prepare(options)
     run_dir = Path(tempfile.mkdtemp(prefix="streamtap-run-"))
     stop_file = run_dir / "STOP"
     start_positions = resume_positions(config)
@@ -153,7 +154,7 @@ def run_capture(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if plugin is not None:
-            plugin.watch(options, [source.id for source in config.sources])
+            plugin.watch(options, [source.id for source in config.sources], str(stop_file))
 
     finished = threading.Event()
     outcome: dict[str, object] = {}
@@ -193,7 +194,7 @@ def run_capture(
     status.start()
     threading.Thread(target=wait, name="streamtap-wait", daemon=True).start()
     if in_run and plugin is not None:
-        plugin.watch(options, [source.id for source in config.sources])
+        plugin.watch(options, [source.id for source in config.sources], str(stop_file))
     try:
         while not finished.wait(0.2):
             pass

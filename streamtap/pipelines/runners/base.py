@@ -11,8 +11,13 @@ in this order:
    give) when no choice works.
 2. `check(options, bounded)`: raises RunError for a capture it cannot run (Spark: an unbounded
    one), before anything starts.
-3. `watch(options, stream_ids)`: after the pipeline was submitted; may start a daemon thread that
-   follows the job (Flink: drains a job whose streams have all ended) and returns it.
+3. `prepare(options)`: just before the pipeline is run, sets up this process for the runner
+   (Flink: Beam's LOOPBACK worker pool made to serve several TaskManagers).
+4. `watch(options, stream_ids, stop_file)`: after the pipeline was submitted; may start a daemon
+   thread that follows the job (Flink: drains a job whose streams have all ended) and returns
+   it. `stop_file` is the run's stop file: streams of the run end once it exists, and each stream
+   that ended is marked beside it (`streamtap.io.hub.ended_streams`), also by workers in other
+   processes of this host.
 
 Every method leaves options that name another runner alone (returns the args unchanged, does not
 raise, starts nothing), so calling a plug-in for someone else's options is harmless. A plug-in is a
@@ -68,8 +73,11 @@ class Runner:
     def check(self, options: PipelineOptions, bounded: bool) -> None:
         """Raises RunError when this runner cannot run the capture (`bounded` or not)."""
 
+    def prepare(self, options: PipelineOptions) -> None:
+        """Sets up this process for running the capture on this runner, if it needs anything."""
+
     def watch(
-        self, options: PipelineOptions, stream_ids: Sequence[str]
+        self, options: PipelineOptions, stream_ids: Sequence[str], stop_file: str | None = None
     ) -> threading.Thread | None:
         """Follows the submitted job if this runner needs that; returns the thread, if any."""
         return None

@@ -21,9 +21,8 @@ fills in, unless the user chose otherwise:
   cluster (`streamtap services up flink --worker-pool-port N`), and `--sdk_worker_parallelism`
   = the job's slots per TaskManager (min of `--parallelism` and its slots), so every slot can
   have a Python worker process of its own (LOOPBACK runs all Python work in the one `streamtap
-  run` process: one GIL however many slots). Such captures should end by themselves
-  (`--duration`, `max_bytes`, EOF): the streams live in the pool's processes, so the drain below
-  does not see them end;
+  run` process: one GIL however many slots). The pool's workers see the run's stop file
+  (Ctrl-C) and mark each stream that ended beside it, so the drain below sees them end too;
 - on a real cluster (not [local]/[auto]): `--checkpointing_interval=10000` (ms), so a failure
   resumes every stream where the last checkpoint left it instead of at seq 0, and
   `--finish_bundle_before_checkpointing` (Beam 2.70 otherwise holds bundle output back and the
@@ -31,7 +30,9 @@ fills in, unless the user chose otherwise:
 - `--job_name=streamtap-<random>`, by which `Flink.watch` finds the job.
 
 With checkpointing on, Beam keeps the Impulse source running, so the Flink job does not finish by
-itself when every stream has ended; `Flink.watch` (called by run_capture) then drains it.
+itself when every stream has ended; `Flink.watch` (called by run_capture) then drains it. With
+LOOPBACK, `Flink.prepare` lets Beam's in-process worker pool serve several TaskManagers, whose
+worker ids repeat (streamtap.pipelines.runners.loopback).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from streamtap.errors import RunError, ServiceError
-from streamtap.pipelines.runners import jobserver
+from streamtap.pipelines.runners import jobserver, loopback
 from streamtap.pipelines.runners.base import LOOPBACK_HOSTS, Runner, given, host_of
 from streamtap.pipelines.runners.java import JAVA17_OPTS
 from streamtap.pipelines.runners.local import running_cluster
@@ -197,31 +198,47 @@ class Flink(Runner):
             _LOGGER.debug("FlinkRunner defaults: %s", " ".join(extra))
         return args + extra
 
+    def prepare(self, options: PipelineOptions) -> None:
+        """With LOOPBACK workers: Beam's in-process worker pool made to serve several TaskManagers
+        (their worker ids repeat; streamtap.pipelines.runners.loopback)."""
+        if self.runs(options) and (
+            options.view_as(PortableOptions).environment_type or ""
+        ).upper() == "LOOPBACK":
+            loopback.install()
+
     def watch(
-        self, options: PipelineOptions, stream_ids: Sequence[str]
+        self, options: PipelineOptions, stream_ids: Sequence[str], stop_file: str | None = None
     ) -> threading.Thread | None:
-        """Ends the Flink job of a LOOPBACK capture once every stream of it has finished.
+        """Ends the Flink job of a capture once every stream of it has finished.
 
         With checkpointing on, Beam keeps the pipeline's Impulse source running so that
         checkpoints stay possible, so a job whose streams all ended (duration, byte limits, EOF,
-        Ctrl-C) would never finish. This thread sees the streams end in this process (LOOPBACK
-        workers run here) and then stops the job with a drain through Flink's REST API (`flink
-        stop --drain`): every window is fired and written, a final savepoint taken, and the job
-        FINISHES, so `streamtap run` exits 0. Nothing is started for other runners, other worker
+        Ctrl-C) would never finish. This thread sees the streams end and then stops the job with
+        a drain through Flink's REST API (`flink stop --drain`): every window is fired and
+        written, a final savepoint taken, and the job FINISHES, so `streamtap run` exits 0. It
+        sees the streams end through the marks beside the run's stop file
+        (`streamtap.io.hub.ended_streams`), which LOOPBACK workers (in this process) and EXTERNAL
+        workers of a worker pool on this host both write (without a stop file: LOOPBACK streams
+        only, through this process's hub). Nothing is started for other runners, other worker
         environments, or an embedded cluster ([local]/[auto]); a batch job that finishes by
-        itself is left alone.
+        itself is left alone. EXTERNAL workers on other hosts neither see the stop file nor mark
+        their streams: such a job is left running (bound those captures).
         """
         if not self.runs(options):
             return None
         portable = options.view_as(PortableOptions)
         master = (options.view_as(FlinkRunnerOptions).flink_master or "[auto]").strip()
         job_name = options.get_all_options(retain_unknown_options=True).get("job_name")
-        if (portable.environment_type or "").upper() != "LOOPBACK" or master in _MAGIC_MASTERS \
+        environment = (portable.environment_type or "").upper()
+        local_pool = environment == "EXTERNAL" and stop_file is not None and host_of(
+            portable.environment_config or ""
+        ) in LOOPBACK_HOSTS
+        if (environment != "LOOPBACK" and not local_pool) or master in _MAGIC_MASTERS \
                 or not job_name:
             return None
         rest = master if "://" in master else f"http://{master}"
         thread = threading.Thread(
-            target=_watch, args=(rest.rstrip("/"), job_name, list(stream_ids)),
+            target=_watch, args=(rest.rstrip("/"), job_name, list(stream_ids), stop_file),
             name="streamtap-flink-drain", daemon=True,
         )
         thread.start()
@@ -264,10 +281,18 @@ def _running_cluster(
 _GRACE_SECONDS = 3.0
 
 
-def _watch(rest: str, job_name: str, stream_ids: list[str]) -> None:
-    from streamtap.io.hub import hub
+def _watch(rest: str, job_name: str, stream_ids: list[str], stop_file: str | None) -> None:
+    from streamtap.io.hub import ended_streams, hub
 
     before = {sid: hub().finished.get(sid) for sid in stream_ids}
+
+    def all_ended() -> bool:
+        if stop_file is not None:
+            return ended_streams(stop_file).issuperset(stream_ids)
+        finished = hub().finished
+        return all(finished.get(sid) is not None and finished.get(sid) is not before[sid]
+                   for sid in stream_ids)
+
     all_done_since = None
     job_id = None
     while True:
@@ -282,10 +307,7 @@ def _watch(rest: str, job_name: str, stream_ids: list[str]) -> None:
         job_id = job["jid"]
         if job["state"] in ("FINISHED", "CANCELED", "FAILED"):
             return
-        finished = hub().finished
-        done = all(finished.get(sid) is not None and finished.get(sid) is not before[sid]
-                   for sid in stream_ids)
-        if not done or job["state"] != "RUNNING":
+        if not all_ended() or job["state"] != "RUNNING":
             all_done_since = None
             continue
         all_done_since = all_done_since or time.monotonic()

@@ -50,7 +50,8 @@ def test_a_runner_plugin_leaves_other_runners_alone(plugin):
     options = PipelineOptions(args)
     assert plugin().defaults(args) == args
     plugin().check(options, bounded=False)
-    assert plugin().watch(options, ["s1"]) is None
+    plugin().prepare(options)
+    assert plugin().watch(options, ["s1"], "/tmp/streamtap-run-x/STOP") is None
 
 
 def test_prism_is_the_default_and_gets_its_binary():
@@ -101,8 +102,14 @@ class RecordingRunner(Runner):
             if not bounded:
                 raise RunError("the recording runner runs bounded captures only")
 
-    def watch(self, options: PipelineOptions, stream_ids: Sequence[str]) -> threading.Thread:
+    def prepare(self, options: PipelineOptions) -> None:
+        if self.runs(options):
+            self.calls.append(("prepare",))
+
+    def watch(self, options: PipelineOptions, stream_ids: Sequence[str],
+              stop_file: str | None = None) -> threading.Thread:
         self.calls.append(("watch", tuple(stream_ids)))
+        assert stop_file is not None and stop_file.endswith("STOP")
         thread = threading.Thread(target=lambda: None, name="recording-watch", daemon=True)
         thread.start()
         return thread
@@ -124,9 +131,9 @@ def test_a_runner_plugin_added_with_extended_is_what_run_capture_calls(tmp_path)
     code = run_capture(config, ["--runner=FnApiRunner"], duration=30, status_interval=0,
                        out=out, plugins=MINE)
     assert code == 0, out.getvalue()
-    assert [call[0] for call in RecordingRunner.calls] == ["defaults", "check", "watch"]
+    assert [call[0] for call in RecordingRunner.calls] == ["defaults", "check", "prepare", "watch"]
     assert RecordingRunner.calls[0][1] == ("--runner=FnApiRunner",)
-    assert RecordingRunner.calls[1:] == [("check", True), ("watch", ("file1",))]
+    assert RecordingRunner.calls[1:] == [("check", True), ("prepare",), ("watch", ("file1",))]
     assert_verified(str(tmp_path / "capture"), streams=1)
     assert stream_bytes(str(tmp_path / "capture"), "file1") == data
     assert MINE.runner("FnApiRunner") is not None and PLUGINS.runner("FnApiRunner") is None
