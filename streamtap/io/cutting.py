@@ -19,8 +19,8 @@ stays pending as the start of the next chunk, with the time of the cut as its fi
 arrived no later): so an aligned chunk's time is the arrival of its first byte, or the moment the
 previous chunk was cut when it starts with a frame carried over (a time or window cut then never
 holds bytes across a window end). Bytes that are not frames are cut as chunks of their own; every
-chunk is tagged `frames` and `audio_ms`, or `unaligned` with the reason. A time cut with only part
-of one frame pending waits for its rest. Without an aligner none of this runs.
+chunk is tagged `frames` and `audio_ms`, or `unaligned` with the reason. A time cut with less than
+two whole frames pending waits for more. Without an aligner none of this runs.
 
 Each cut hands (payload, offset, first byte time, tags) to the `emit` callback, which numbers it
 and keeps it (`streamtap.io.reader`). This is the hot path of a capture (one call per read of every

@@ -530,24 +530,20 @@ def test_a_free_format_mp3_stream_falls_back_to_unaligned_cuts_tagged_so():
     assert {c.tags["unaligned"] for c in chunks} == {"free-format"}
 
 
-def test_a_time_cut_holds_a_frame_still_arriving_and_carries_it_with_the_cut_time():
+def test_a_time_cut_holds_frames_still_arriving_and_carries_them_with_the_cut_time():
     rng = random.Random(1)
-    frames = [_mp3_frame(rng, 3, 0) for _ in range(4)]
-    data = b"".join(frames)
+    f = [_mp3_frame(rng, 3, 0) for _ in range(4)]
     cut, chunks = cutter(65536, 1.0, aligner_for=lambda tags: make_aligner("mp3"))
-    split = len(frames[0]) + 10  # a frame, and 10 bytes of the next one (its header: confirmed)
-    cut.write(data[:split], now=1.0)
-    assert cut.cut_if_due(2.0)  # due: the confirmed frame is cut, the next one waits for its rest
-    assert chunks.payloads == [frames[0]] and chunks[0].tags == {
-        "frames": "1",
-        "audio_ms": "26.122",
-    }
-    assert cut.first_byte_time == 2.0 and bytes(cut.pending) == data[len(frames[0]) : split]
-    cut.write(data[split:], now=2.5)
+    cut.write(f[0] + f[1][:10], now=1.0)  # one confirmed frame: a one-frame chunk is not cut
+    assert cut.cut_if_due(2.0) and not chunks and cut.first_byte_time == 2.0
+    cut.write(f[1][10:] + f[2][:10], now=2.5)  # two confirmed frames, the third still arriving
+    assert cut.cut_if_due(3.0)
+    assert chunks == [Cut(f[0] + f[1], 0, 2.0, {"frames": "2", "audio_ms": "52.245"})]
+    assert cut.first_byte_time == 3.0 and bytes(cut.pending) == f[2][:10]
+    cut.write(f[2][10:] + f[3], now=3.5)
     cut.cut()  # the session's end: every complete frame, the last one needs no successor
-    assert chunks.payloads == [frames[0], b"".join(frames[1:])]
     assert chunks[1] == Cut(
-        b"".join(frames[1:]), len(frames[0]), 2.0, {"frames": "3", "audio_ms": "78.367"}
+        f[2] + f[3], len(f[0] + f[1]), 3.0, {"frames": "2", "audio_ms": "52.245"}
     )
 
 

@@ -21,6 +21,8 @@ pytest_plugins = ["tests.fixtures.icecast"]
 # module without assertion rewriting (and make pytest warn about it).
 pytest.register_assert_rewrite("tests.fixtures.icecast")
 from tests.fixtures.icecast import (  # noqa: E402
+    AAC_MOUNT,
+    MP3_MOUNTS,
     mp3_decode_errors,
     mp3_frame_span,
     read_stream,
@@ -67,9 +69,9 @@ def test_set_title_unknown_mount_fails(icecast: IcecastService) -> None:
 def test_status_and_up_is_idempotent(icecast: IcecastService) -> None:
     status = icecast.status()
     assert status is not None
-    assert status["feeders"] == "3/3 running"
+    assert status["feeders"] == f"{len(icecast.mounts)}/{len(icecast.mounts)} running"
     assert status["url"] == f"http://127.0.0.1:{icecast.port}"
-    assert status["mounts"].split() == [icecast.mount_url(f"radio{i}") for i in (1, 2, 3)]
+    assert status["mounts"].split() == [icecast.mount_url(m) for m in (*MP3_MOUNTS, AAC_MOUNT)]
     started = time.monotonic()
     info = icecast.up()
     assert time.monotonic() - started < 1.0  # no restart

@@ -80,10 +80,13 @@ class FrameAligner:
         return bounds[index] if index >= 0 else 0
 
     def soft_bound(self, buf) -> int:
-        """Where a cut on time or a tag change goes: the last confirmed frame end; 0: hold the
-        bytes (a frame is still arriving); searching: the bytes ruled out as frame starts."""
-        if self._bounds:
+        """Where a cut on time or a tag change goes: the last confirmed frame end, if there are
+        two frames at least; 0: hold the bytes (a frame is still arriving; ffmpeg's MP3 demuxer
+        does not open a file of one frame); searching: the bytes ruled out as frame starts."""
+        if len(self._bounds) >= 2:
             return self._bounds[-1]
+        if self._bounds:
+            return 0
         return 0 if self._synced else self._search
 
     def final_bound(self, buf) -> int:
@@ -92,6 +95,8 @@ class FrameAligner:
         if not self._synced or self._desync:
             return self._bounds[-1] if self._bounds else 0
         end = self._pos + self._cur[0]
+        if not self._bounds and end < len(buf):
+            return 0  # one frame and a part: one unaligned chunk rather than a lone frame
         if end <= len(buf):
             self._bounds.append(end)
             self._ms.append(
