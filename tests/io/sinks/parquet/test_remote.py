@@ -75,13 +75,14 @@ def _payloads(files: dict[str, bytes]) -> bytes:
     return b"".join(payload for _, payload in sorted(rows))
 
 
-def _verify_cli(location: str) -> str:
+def _verify_cli(location: str, streams: int) -> None:
+    """`streamtap verify <location>` finds every one of `streams` streams OK."""
     run = subprocess.run(
         [*STREAMTAP, "verify", location], capture_output=True, text=True, timeout=300,
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    return run.stdout + run.stderr
+    assert f"verify: {streams} of {streams} stream(s) OK" in run.stdout, run.stdout
 
 
 def test_tcp_and_http_captures_round_trip_through_hdfs_and_a_second_run_resumes(hdfs):
@@ -102,7 +103,7 @@ def test_tcp_and_http_captures_round_trip_through_hdfs_and_a_second_run_resumes(
         files = {path: dfs_cat(hdfs, path) for path in listed if f"/stream={stream}/" in path}
         assert all(len(content) == listed[path] for path, content in files.items())
         assert _payloads(files) == data
-    _verify_cli(location)
+    _verify_cli(location, streams=2)
 
     more = os.urandom(100_000)
     with TcpFeeder(more, piece=16384, pause=0.02) as feeder:
@@ -136,7 +137,7 @@ def test_tcp_and_http_captures_round_trip_through_s3_and_a_second_run_resumes(
         for key in keys if "/stream=web1/" in key
     }
     assert _payloads(files) == web
-    _verify_cli(reading)
+    _verify_cli(reading, streams=2)
 
     more = os.urandom(100_000)
     with TcpFeeder(more, piece=16384, pause=0.02) as feeder:
@@ -237,7 +238,7 @@ def test_a_datanode_killed_mid_capture_with_replication_2_loses_nothing(
     assert stream_bytes(location, "tcp1") == data
     report = assert_verified(location, streams=1)["tcp1"]
     assert report.discontinuities == 0
-    _verify_cli(location)
+    _verify_cli(location, streams=1)
 
 
 def test_the_namenode_restarted_mid_capture_loses_nothing(hdfs_cluster_healed, tmp_path):
