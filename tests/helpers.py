@@ -22,13 +22,16 @@ from streamtap.pipelines.run import run_capture
 STREAMTAP = [sys.executable, "-m", "streamtap.cli"]
 
 
-def capture(config: dict, runner: str = "FnApiRunner", duration: float | None = 60.0) -> str:
-    """Runs a capture in this process; returns the status output. Fails the test on error."""
+def capture(
+    config: dict, runner: str = "FnApiRunner", duration: float | None = 60.0, exit_code: int = 0
+) -> str:
+    """Runs a capture in this process; returns the status output. Fails the test unless the run
+    ends with `exit_code` (1: a stream captured nothing and had errors)."""
     out = io.StringIO()
     code = run_capture(
         parse_config(config), [f"--runner={runner}"], duration=duration, status_interval=0, out=out
     )
-    assert code == 0, out.getvalue()
+    assert code == exit_code, out.getvalue()
     return out.getvalue()
 
 

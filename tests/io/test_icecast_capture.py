@@ -127,10 +127,14 @@ def test_a_missing_mount_and_an_unreachable_host_do_not_stop_the_healthy_station
             "sinks": [{"type": "parquet", "path": str(tmp_path)}],
         },
         duration=5,
+        exit_code=1,  # the run says that two configured streams captured nothing
     )
     assert len(stream_bytes(str(tmp_path), "good")) > 40_000
     assert "HTTP 404" in output
     assert "connection refused" in output
+    assert "missing: FAILED: captured nothing" in output
+    assert "down: FAILED: captured nothing" in output
+    assert "good: FAILED" not in output
     reports = assert_verified(str(tmp_path))
     assert set(reports) == {"good"}
 
