@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from typing import Sequence
 
@@ -157,20 +156,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _seconds(above: float | None):
-    """An argparse type: a finite number of seconds, > `above` (None: >= 0)."""
+    """An argparse type: a finite number of seconds (streamtap.pipelines.options.seconds)."""
+    from streamtap.pipelines.options import seconds  # imports Beam: after logging is set up
 
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not math.isfinite(value) or value < 0 or (above is not None and value <= above):
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: give a number of seconds {'> 0' if above is not None else '>= 0'}"
-            )
-        return value
-
-    return parse
+    return seconds(above)
 
 
 def _port(text: str) -> int:
