@@ -14,6 +14,7 @@ order; its files are `RemoteFile`s, each file read by ranged reads (the footer, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from streamtap.chunk import Chunk
+from streamtap.errors import RunError
 from streamtap.io.sinks.parquet.storage import is_remote, max_seq, remote_root, split_location
 
 __all__ = ["RemoteFile", "capture_end", "capture_files", "read_parquet_chunks"]
@@ -90,18 +92,32 @@ def capture_end(path: str, stream_id: str) -> tuple[int, int] | None:
     """
     best: tuple[int, Path] | None = None
     for file in capture_files(path, stream_id):
-        with _open(file) as source:
+        with _unreadable_stops_resume(file, stream_id), _open(file) as source:
             end = max_seq(source)
         if end is not None and (best is None or end > best[0]):
             best = (end, file)
     if best is None:
         return None
-    with _open(best[1]) as source:
+    with _unreadable_stops_resume(best[1], stream_id), _open(best[1]) as source:
         table = pq.read_table(source, columns=["seq", "offset", "payload"])
     last = pc.index(table.column("seq"), best[0]).as_py()
     offset = table.column("offset")[last].as_py()
     length = len(table.column("payload")[last].as_py())
     return best[0] + 1, offset + length
+
+
+@contextlib.contextmanager
+def _unreadable_stops_resume(file, stream_id: str) -> Iterator[None]:
+    """A file resume cannot read is a RunError naming it: the stream may have gone on in it, so
+    guessing where it ended could number two chunks alike."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as error:
+        raise RunError(
+            f"resume: cannot read {file} ({error}), so where stream {stream_id} ended is "
+            "unknown: move the file out of the capture (a damaged file or another program's) "
+            "and run again, or set resume: false to start the stream at seq 0"
+        ) from None
 
 
 def _remote_files(location: str, stream_id: str | None) -> list[RemoteFile]:

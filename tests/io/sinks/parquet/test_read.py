@@ -115,3 +115,23 @@ def test_verify_and_resume_ignore_temporary_files(tmp_path):
     assert verify(read_capture(str(capture)))["a"].chunks == 3
     sink = parquet_config.ParquetSink(path=str(capture))
     assert sink.resume_positions(["a"]) == {"a": (3, 3000)}
+
+
+def test_a_run_into_a_capture_holding_an_unreadable_file_stops_with_the_file_named(tmp_path, capsys):
+    """Resume used to crash with pyarrow's traceback; now the run does not start, and says which
+    file and what to do (issue #14)."""
+    from streamtap.cli import main
+    from tests.helpers import write_config
+
+    capture_dir = tmp_path / "capture"
+    write_files(str(capture_dir), stream("s1", [0.0, 1.0, 2.0]))
+    damaged = sorted(capture_files(str(capture_dir), "s1"))[-1]
+    damaged.write_bytes(b"not parquet at all")
+    config = write_config(tmp_path / "p.yaml", {
+        "sources": [{"id": "s1", "type": "synthetic"}],
+        "sinks": [{"type": "parquet", "path": str(capture_dir)}],
+    })
+    assert main(["run", str(config), "--duration", "1", "--runner=FnApiRunner"]) == 2
+    err = capsys.readouterr().err
+    assert f"resume: cannot read {damaged}" in err and "where stream s1 ended is unknown" in err
+    assert "Traceback" not in err
