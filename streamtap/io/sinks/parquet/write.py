@@ -32,6 +32,7 @@ summary's (`streamtap.io.sinks.activity`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
@@ -307,20 +308,24 @@ class _OpenFile:
         """Writes the whole file again under a new temporary name, in the calling thread, after
         the first write failed (and removed its temporary file)."""
         self.temporary = temporary_name(self.directory, self.name)
-        try:
+        with self._removed_on_failure():
             self._open_writer(compression)
             for table in self._tables:
                 self._writer.write_table(table, row_group_size=table.num_rows)
             self._close_writer()
             fsync(self.temporary)
+        return self.temporary, os.path.join(self.directory, self.name)
+
+    @contextlib.contextmanager
+    def _removed_on_failure(self) -> Iterator[None]:
+        """On any error: the writer closed, the temporary file removed, the error raised."""
+        try:
+            yield
         except BaseException:
-            try:
+            with contextlib.suppress(BaseException):  # the first error is the one reported
                 self._close_writer()
-            except BaseException:  # noqa: BLE001 - the first error is the one reported
-                pass
             unlink_quietly(self.temporary)
             raise
-        return self.temporary, os.path.join(self.directory, self.name)
 
     def _open_writer(self, compression: str) -> None:
         make_directory(self.directory)
@@ -354,7 +359,7 @@ class _OpenFile:
     def _finish(
         self, previous: Future | None, table: pa.Table | None, compression: str
     ) -> tuple[str, str]:
-        try:
+        with self._removed_on_failure():
             if previous is not None:
                 previous.result()
             if self._writer is None:
@@ -363,13 +368,6 @@ class _OpenFile:
                 self._writer.write_table(table, row_group_size=table.num_rows)
             self._close_writer()
             fsync(self.temporary)
-        except BaseException:
-            try:
-                self._close_writer()
-            except BaseException:  # noqa: BLE001 - the first error is the one reported
-                pass
-            unlink_quietly(self.temporary)
-            raise
         return self.temporary, os.path.join(self.directory, self.name)
 
 
