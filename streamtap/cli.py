@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
         help="measure every source's rate by reading it this long (nothing is written)",
     )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument(
+        "--offline", action="store_true", help="do not contact the sinks (no live check)"
+    )
     plan.set_defaults(handler=_plan)
 
     locations = _location_help()
@@ -303,7 +306,7 @@ def _plan(args, extra) -> int:
     if config is None:
         return EXIT_USAGE
     rates = probe_rates(config, args.probe) if args.probe else {}
-    plan = make_plan(config, rates)
+    plan = make_plan(config, rates, live=not args.offline)
     print(json.dumps(plan.as_json(), indent=2) if args.json else plan.table())
     return EXIT_FAILED if plan.problems else EXIT_OK
 

@@ -42,12 +42,17 @@ class Plan:
     def problems(self) -> list[Figure]:
         return [figure for figure in self.figures if figure.problem]
 
+    @property
+    def warnings(self) -> list[Figure]:
+        return [figure for figure in self.figures if figure.warning]
+
     def as_json(self) -> dict:
         return {
             "streams": [dataclasses.asdict(load) for load in self.loads],
             "streams_without_rate": self.unknown,
             "figures": [dataclasses.asdict(figure) for figure in self.figures],
             "problems": [figure.problem for figure in self.problems],
+            "warnings": [figure.warning for figure in self.warnings],
         }
 
     def table(self) -> str:
@@ -66,13 +71,17 @@ class Plan:
                 lines.append(f"{scope}:")
             value = f"{figure.value:,.0f}" if figure.value >= 100 else f"{figure.value:,.2f}"
             mark = "  !! " + figure.problem if figure.problem else ""
+            mark += "  (warning: " + figure.warning + ")" if figure.warning else ""
             lines.append(f"  {figure.what:<34} {value:>12} {figure.unit:<10} ({figure.basis}){mark}")
         return "\n".join(lines)
 
 
-def make_plan(config: PipelineConfig, rates: Mapping[str, tuple[float | None, str]]) -> Plan:
+def make_plan(
+    config: PipelineConfig, rates: Mapping[str, tuple[float | None, str]], live: bool = False
+) -> Plan:
     """The plan for `config` with these {stream id: (bytes/s, basis)} (probed; None: the probe
-    failed); other streams use their declared rate, or are listed as unknown."""
+    failed); other streams use their declared rate, or are listed as unknown. live: each sink
+    also checks its live service against the plan (I/O)."""
     loads, unknown, failed = [], [], []
     for source in config.sources:
         known = rates.get(source.id)
@@ -91,7 +100,10 @@ def make_plan(config: PipelineConfig, rates: Mapping[str, tuple[float | None, st
     figures = failed + _runner_figures(config, loads)
     for index, sink in enumerate(config.sinks):
         scope = f"sinks[{index}] ({sink.type})"
-        figures += [dataclasses.replace(f, scope=scope) for f in sink.plan(loads, config)]
+        planned = sink.plan(loads, config)
+        if live:  # the live service against the plan: reachable brokers, their limits
+            planned += sink.plan_live(planned, config)
+        figures += [dataclasses.replace(f, scope=scope) for f in planned]
     return Plan(loads, figures, unknown)
 
 

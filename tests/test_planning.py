@@ -162,3 +162,10 @@ def test_a_sensor_sent_a_sample_per_record_fills_a_shards_record_budget_alone():
     # Chunked by time instead (1 s of samples per record), the same sensor is 1 record/s.
     chunked = _figures(make_plan(parse_config(_kinesis([sensor])), {}))
     assert chunked["records per second"].value == 1
+
+
+def test_small_files_are_a_warning_not_a_failure(tmp_path, capsys):
+    path = write_config(tmp_path / "p.yaml", _config(_radios(10), window_seconds=10))
+    assert main(["plan", str(path), "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "(warning: files average" in out and "!!" not in out

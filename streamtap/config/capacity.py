@@ -31,7 +31,8 @@ class StreamLoad:
 @dataclass(frozen=True)
 class Figure:
     """One planned number: `value` `unit` of `what`, for `scope` (a sink, the runner), because
-    of `basis`. `problem` is set when the figure breaks a limit or deserves a warning."""
+    of `basis`. `problem`: the figure breaks a limit (the capture cannot work as configured);
+    `warning`: it works, but at a cost worth changing (small files)."""
 
     scope: str
     what: str
@@ -39,6 +40,7 @@ class Figure:
     unit: str
     basis: str
     problem: str = ""
+    warning: str = ""
 
 
 def chunk_rate(rate: float, max_bytes: int, max_seconds: float) -> tuple[float, float]:

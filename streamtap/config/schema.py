@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Iterable
 from streamtap.chunk import Chunk
 from streamtap.config.capacity import Figure, StreamLoad
 from streamtap.config.units import BytesPerSecond
+from streamtap.errors import Unreachable
 
 __all__ = [
     "ChunkSettings",
@@ -326,8 +327,17 @@ class SinkConfig:
 
     def plan(self, loads: list[StreamLoad], config: "PipelineConfig") -> list[Figure]:
         """What this sink needs for these streams (`streamtap plan`): partitions, shards, files,
-        each figure naming its limit. No I/O; `preflight` checks the live service."""
+        each figure naming its limit. No I/O; `plan_live` checks the live service."""
         return []
+
+    def plan_live(self, planned: list[Figure], config: "PipelineConfig") -> list[Figure]:
+        """`streamtap plan`'s check of the live service against the planned figures (I/O; the
+        default runs `preflight`: each of its errors is a problem). Skipped with --offline."""
+        problems = self.preflight(config)
+        if any(isinstance(problem, Unreachable) for problem in problems):
+            return [Figure("", "live check", 0, "", f"not checked: {problems[0]}")]
+        return [Figure("", "live check", len(problems), "problems", "preflight", problem=p)
+                for p in problems]
 
     def wants_whole_windows(self) -> bool:
         """True if this sink writes best when each stream's window arrives in one bundle.

@@ -21,7 +21,7 @@ from streamtap.config.capacity import Figure, StreamLoad
 from streamtap.errors import RunError
 from streamtap.io.sinks.kafka.client import SECURITY_SETTINGS
 from streamtap.io.sinks.kafka.plan import plan_topic
-from streamtap.io.sinks.kafka.preflight import check_topic
+from streamtap.io.sinks.kafka.preflight import check_topic, topic_partitions
 from streamtap.io.sinks.kafka.read import TopicNotFound, read_location, stream_ends
 from streamtap.io.sinks.kafka.record import RECORD_OVERHEAD
 from streamtap.io.sinks.kafka.write import WriteChunksToKafka
@@ -199,6 +199,22 @@ class KafkaSink(SinkConfig):
 
     def plan(self, loads: list[StreamLoad], config: PipelineConfig) -> list[Figure]:
         return plan_topic(self, loads, config)
+
+    def plan_live(self, planned: list[Figure], config: PipelineConfig) -> list[Figure]:
+        """The preflight's problems, and the topic's partition count against the plan's."""
+        figures = super().plan_live(planned, config)
+        needed = next((f.value for f in planned if f.what == "partitions needed"), None)
+        partitions = topic_partitions(self, timeout=self.preflight_timeout)
+        if partitions is not None and needed is not None:
+            warning = ""
+            if partitions < needed:
+                warning = (f"topic {self.topic!r} has {partitions} partition(s), the plan "
+                           f"{needed:g}: add partitions (kafka-topics.sh --alter --partitions "
+                           f"{needed:g}) before the capture grows into them")
+            figures.append(Figure("", "topic partitions now", partitions, "partitions",
+                                  f"topic {self.topic!r} at {self.bootstrap_servers}",
+                                  warning=warning))
+        return figures
 
     @classmethod
     def read_location(cls, location: str, stream_id: str | None = None) -> Iterator[Chunk]:

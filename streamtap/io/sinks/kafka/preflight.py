@@ -18,7 +18,7 @@ from streamtap.errors import Unreachable
 from streamtap.io.sinks.kafka.client import open_client, unreachable
 from streamtap.io.sinks.kafka.record import RECORD_OVERHEAD
 
-__all__ = ["check_topic"]
+__all__ = ["check_topic", "topic_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,29 @@ def check_topic(
     finally:
         admin.close()
     return _limit_errors(sink, configs, described, max_chunk_bytes, path)
+
+
+def topic_partitions(sink, timeout: float = 10.0) -> int | None:
+    """How many partitions `sink`'s topic has now; None if the brokers or the topic are not
+    there (preflight says why)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = open_client(
+            KafkaAdminClient, sink.bootstrap_servers, sink.security(),
+            client_id="streamtap-plan", request_timeout_ms=int(timeout * 1000),
+            bootstrap_timeout_ms=int(timeout * 1000),
+        )
+    except KafkaError:
+        return None
+    try:
+        (described,) = admin.describe_topics([sink.topic])
+    except KafkaError:
+        return None
+    finally:
+        admin.close()
+    return len(described["partitions"]) if described["error_code"] == 0 else None
 
 
 def _limit_errors(

@@ -1,6 +1,6 @@
 """What a capture's streams make of a Parquet sink (`streamtap plan`): ParquetSink.plan.
 
-Bytes and files per hour and per day, and the average file, which is a problem when small: many
+Bytes and files per hour and per day, and the average file, with a warning when small: many
 small files slow every reader (Spark and Hive plan a task per file, HDFS keeps each one in the
 NameNode's memory, S3 charges a request per file). No I/O.
 """
@@ -47,7 +47,7 @@ def plan_files(sink, loads: list[StreamLoad], config: PipelineConfig) -> list[Fi
         average = bytes_per_hour / files_per_hour
         figures.append(Figure(
             "", "average file", average, "B", "bytes per hour / files per hour",
-            problem=_small_files(average, bytes_per_hour / 3600 / len(flowing), window),
+            warning=_small_files(average, bytes_per_hour / 3600 / len(flowing), window),
         ))
     return figures
 

@@ -66,3 +66,37 @@ def test_a_stream_faster_than_a_partition_is_a_problem():
     figures = _plan([fast])
     assert figures["partitions needed"].value == 15  # 150 MB/s / 10 MB/s
     assert "cannot spread over partitions" in figures["busiest stream (firehose)"].problem
+
+
+def test_plan_checks_the_live_topic_against_the_plan(kafka):
+    """With the broker reachable, `plan` compares the topic's partitions with the plan's (a
+    warning) and its max.message.bytes with the chunk size (a problem)."""
+    from tests.fixtures.kafka import create_topic, unique_topic
+
+    topic = create_topic(kafka.bootstrap_servers, unique_topic("plan"), partitions=1,
+                         configs={"max.message.bytes": "50000"})
+    config = parse_config({
+        "sources": _radios(700),  # 700 x 16,000 B/s = 11.2 MB/s: 2 partitions at 10 MB/s each
+        "chunk": {"max_bytes": 65536, "max_seconds": 4.0},  # 64 KiB records: over 50,000 bytes
+        "sinks": [{"type": "kafka", "bootstrap_servers": kafka.bootstrap_servers, "topic": topic}],
+    })
+    plan = make_plan(config, {}, live=True)
+    figures = {f.what: f for f in plan.figures if f.scope == "sinks[0] (kafka)"}
+    assert figures["partitions needed"].value == 2
+    now = figures["topic partitions now"]
+    assert now.value == 1 and "has 1 partition(s), the plan 2" in now.warning
+    (live,) = [f for f in plan.problems if f.what == "live check"]
+    assert "max.message.bytes=50000" in live.problem
+
+
+def test_plan_says_when_the_live_check_could_not_run(monkeypatch):
+    from streamtap.io.sinks.kafka.config import KafkaSink
+
+    monkeypatch.setattr(KafkaSink, "preflight_timeout", 2.0)
+    config = parse_config({
+        "sources": _radios(1),
+        "sinks": [{"type": "kafka", "bootstrap_servers": "127.0.0.1:9", "topic": "t"}],
+    })
+    plan = make_plan(config, {}, live=True)
+    (live,) = [f for f in plan.figures if f.what == "live check"]
+    assert live.basis.startswith("not checked:") and not live.problem

@@ -37,14 +37,14 @@ def test_ten_radios_in_10_s_windows_make_small_files_and_the_remedy_is_named():
     # 160,000 bytes a file (10 s of one radio): under 8 MiB. 8,388,608 / 16,000 = 524.3 s.
     average = figures["average file"]
     assert average.value == 160_000
-    assert "files average 0.15 MiB, under 8 MiB" in average.problem
-    assert "raise window_seconds from 10 to at least 525" in average.problem
+    assert "files average 0.15 MiB, under 8 MiB" in average.warning
+    assert "raise window_seconds from 10 to at least 525" in average.warning
 
 
 def test_radios_in_10_minute_windows_make_files_of_9_6_mb():
     figures = _plan(_radios(10), window_seconds=600)
     assert figures["files per hour"].value == 60  # 10 streams x 6 windows
-    assert figures["average file"].value == 9_600_000 and not figures["average file"].problem
+    assert figures["average file"].value == 9_600_000 and not figures["average file"].warning
 
 
 def test_a_fast_stream_is_written_in_a_file_per_32_mib_of_its_window():
@@ -54,7 +54,7 @@ def test_a_fast_stream_is_written_in_a_file_per_32_mib_of_its_window():
     # 10 s x 10 MB/s = 100,000,000 bytes a window = 2.98 pieces of 32 MiB: 3 files a window.
     assert figures["files per hour"].value == 3 * 360
     assert figures["average file"].value == pytest.approx(36_000_000_000 / 1_080)
-    assert not figures["average file"].problem
+    assert not figures["average file"].warning
     # With another sink beside it, a window of a stream goes into one file after a shuffle.
     kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:9092", "topic": "t"}
     figures = _plan(fast, sinks=[{"type": "parquet", "path": "/tmp/x"}, kafka])
@@ -66,4 +66,4 @@ def test_streams_too_slow_even_for_daily_windows_are_told_to_compact():
     average = _plan(slow, window_seconds=3600)["average file"]
     # 50 B/s x 3,600 s = 180,000 bytes a file; 8 MiB needs 167,773 s, past a day.
     assert average.value == 180_000
-    assert "even daily windows stay small" in average.problem and "compact" in average.problem
+    assert "even daily windows stay small" in average.warning and "compact" in average.warning
