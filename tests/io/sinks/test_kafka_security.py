@@ -241,6 +241,7 @@ def test_sasl_plain_round_trip_with_the_password_from_the_environment(
     secured_kafka, monkeypatch, caplog
 ):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="kafka")  # `streamtap` run in-process quiets it
     password = secured_kafka.plain_password
     monkeypatch.setenv("KAFKA_PASSWORD", password)
     topic = unique_topic("sasl-plain")
@@ -262,6 +263,7 @@ def test_sasl_plain_round_trip_with_the_password_from_the_environment(
 
 def test_sasl_plain_wrong_password_is_an_authentication_error(secured_kafka, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="kafka")  # `streamtap` run in-process quiets it
     monkeypatch.setattr(KafkaSink, "preflight_timeout", 3.0)
     wrong = f"wrong-{secrets.token_hex(8)}"
     monkeypatch.setenv("KAFKA_PASSWORD", wrong)
@@ -342,6 +344,7 @@ def test_tls_round_trip_with_the_ca_and_certificate_error_without(secured_kafka)
 
 def test_scram_sha_512_over_tls_round_trip_and_wrong_password(secured_kafka, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="kafka")  # `streamtap` run in-process quiets it
     monkeypatch.setattr(KafkaSink, "preflight_timeout", 3.0)
     password = secured_kafka.scram_password
     monkeypatch.setenv("KAFKA_PASSWORD", password)
