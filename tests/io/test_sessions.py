@@ -5,6 +5,7 @@ tags and id; the watermark covers every session; the byte limit holds across ses
 from streamtap.config import ChunkSettings
 from streamtap.io.reader import StreamPosition, StreamReader
 from streamtap.io.sources.tcp import TcpListenSource
+from tests.io.test_reader import _all
 
 
 def _reader(max_bytes=4, position=None):
@@ -13,14 +14,6 @@ def _reader(max_bytes=4, position=None):
                           position or StreamPosition())
     reader._start_session()
     return reader
-
-
-def _all(reader, seq=0):
-    chunks = []
-    while (chunk := reader.chunk(seq)) is not None:
-        chunks.append(chunk)
-        seq += 1
-    return chunks
 
 
 def test_interleaved_sessions_never_share_a_chunk_and_each_reassembles_exactly():
