@@ -24,17 +24,27 @@ _LONGEST_WINDOW = 86400.0  # window_seconds' upper bound
 
 def plan_files(sink, loads: list[StreamLoad], config: PipelineConfig) -> list[Figure]:
     window = config.window_seconds
-    pieces = sink.files == "auto" and config.releases_whole_windows()
     flowing = [load for load in loads if load.rate > 0]
     bytes_per_hour = sum(load.rate for load in flowing) * 3600
-    files_per_window = sum(
-        math.ceil(load.rate * window / _PIECE_BYTES) if pieces else 1 for load in flowing
-    )
+    if sink.layout == "many_streams":
+        window_bytes = bytes_per_hour / 3600 * window
+        files_per_window = math.ceil(window_bytes / sink.target_file_size) if flowing else 0
+        how = (
+            f"files of every stream per {window:g} s window, of up to "
+            f"{sink.target_file_size / 2**20:g} MiB (target_file_size)"
+        )
+    else:
+        pieces = sink.files == "auto" and config.releases_whole_windows()
+        files_per_window = sum(
+            math.ceil(load.rate * window / min(_PIECE_BYTES, sink.target_file_size))
+            if pieces else 1
+            for load in flowing
+        )
+        how = (
+            f"a file per stream and {window:g} s window"
+            + (f", one more per {_PIECE_BYTES // 2**20} MiB of a stream's window" if pieces else "")
+        )
     files_per_hour = files_per_window * 3600 / window
-    how = (
-        f"a file per stream and {window:g} s window"
-        + (f", one more per {_PIECE_BYTES // 2**20} MiB of a stream's window" if pieces else "")
-    )
     figures = [
         Figure("", "bytes per hour", bytes_per_hour, "B",
                f"the streams' rates, before {sink.compression} compression (audio barely "
@@ -47,12 +57,14 @@ def plan_files(sink, loads: list[StreamLoad], config: PipelineConfig) -> list[Fi
         average = bytes_per_hour / files_per_hour
         figures.append(Figure(
             "", "average file", average, "B", "bytes per hour / files per hour",
-            warning=_small_files(average, bytes_per_hour / 3600 / len(flowing), window),
+            warning=_small_files(
+                average, bytes_per_hour / 3600 / len(flowing), window, sink.layout
+            ),
         ))
     return figures
 
 
-def _small_files(average: float, stream_rate: float, window: float) -> str:
+def _small_files(average: float, stream_rate: float, window: float, layout: str) -> str:
     """The warning for an average file under SMALL_FILE_BYTES, with the remedy, or ""."""
     if average >= SMALL_FILE_BYTES:
         return ""
@@ -60,11 +72,21 @@ def _small_files(average: float, stream_rate: float, window: float) -> str:
         f"files average {average / 2**20:.2f} MiB, under {SMALL_FILE_BYTES // 2**20} MiB: small "
         "files slow Spark, Hive and HDFS (a task and a NameNode entry per file); "
     )
+    if layout == "many_streams":
+        total_rate = average / window
+        needed = math.ceil(SMALL_FILE_BYTES / total_rate)
+        if needed <= _LONGEST_WINDOW:
+            return text + (
+                f"raise window_seconds from {window:g} to at least {needed} (8 MiB per window "
+                "at these rates), or compact the files later"
+            )
+        return text + "compact the files later (e.g. a daily Spark job)"
     needed = math.ceil(SMALL_FILE_BYTES / stream_rate)
     if needed <= _LONGEST_WINDOW:
         return text + (
             f"raise window_seconds from {window:g} to at least {needed} (8 MiB per stream and "
-            "window at the average stream's rate), or compact the files later"
+            "window at the average stream's rate), set layout: many_streams (files of every "
+            "stream of a window), or compact the files later"
         )
     return text + (
         "even daily windows stay small at these rates: compact the files later (e.g. a daily "

@@ -61,6 +61,7 @@ class QueuedFile(NamedTuple):
     stream_id: str
     chunks: list[tuple[int, float]]  # (payload bytes, event time) of each chunk
     size: int  # payload bytes of all of them
+    stream_ids: list[str] | None = None  # each chunk's stream, in a file of many streams
 
 
 class FileQueue:

@@ -1,8 +1,14 @@
 """Where the Parquet sink touches the file system: names, directories, fsync, publishing, removing.
 
-A capture is laid out in Hive-style partitions:
+A capture is laid out in Hive-style partitions, a directory per stream (`layout: per_stream`)
 
     <path>/stream=<stream_id>/date=<YYYY-MM-DD>/<HHMMSS>-<first seq>.parquet
+
+or files of many streams each (`layout: many_streams`), named by a digest of which chunks they
+hold (the streams and seqs), so a retried window writes the same names and another run's
+chunks of the same window never replace them:
+
+    <path>/date=<YYYY-MM-DD>/<HHMMSS>-streams-<16 hex digits>.parquet
 
 A file is written under a hidden temporary name (".<name>.tmp-<random>") in its final
 directory, fsync'ed, and published by a rename, so a reader never sees a partial file under a
@@ -24,6 +30,7 @@ No Beam here: the helper processes (writer_processes.py) import this module too.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import logging
 import os
@@ -37,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
-    "STALE_TEMPORARY_SECONDS", "file_location", "fsync", "is_remote", "is_temporary_name",
+    "STALE_TEMPORARY_SECONDS", "file_location", "fsync", "shared_file_location", "is_remote", "is_temporary_name",
     "make_directory", "max_seq", "open_for_writing", "publish", "remote_root",
     "remove_stale_temporaries", "split_location", "temporary_name", "unlink_quietly",
     "write_back",
@@ -48,8 +55,9 @@ log = logging.getLogger(__name__)
 # A temporary file untouched for this long belongs to a writer that died: a live writer renames
 # its file within seconds of its last write (one bundle's files, fsync'ed, renamed in order).
 STALE_TEMPORARY_SECONDS = 3600.0
-# What temporary_name makes of a file name: ".<HHMMSS>-<first seq>.parquet.tmp-<8 hex>".
-_TEMPORARY = re.compile(r"\.\d{6}-\d+\.parquet\.tmp-[0-9a-f]{8}")
+# What temporary_name makes of a file name: ".<HHMMSS>-<first seq>.parquet.tmp-<8 hex>" (or
+# "-streams-<16 hex>" in place of the first seq).
+_TEMPORARY = re.compile(r"\.\d{6}-(\d+|streams-[0-9a-f]{16})\.parquet\.tmp-[0-9a-f]{8}")
 # How long one storage operation is retried by the storage layer itself (the sink's
 # max_retry_seconds retries the whole file on top of it, publishing.WriteRetry).
 _STORAGE_RETRY_SECONDS = 60.0
@@ -123,6 +131,17 @@ def file_location(root: str, stream_id: str, window, first_seq: int) -> tuple[st
     return directory, f"{start:%H%M%S}-{first_seq:012d}.parquet"
 
 
+def shared_file_location(root: str, window, rows) -> tuple[str, str]:
+    """(directory, file name) of a file of many streams in `window` holding `rows` (Chunks, in
+    the file's order): the name's digest covers every (stream, seq) it holds."""
+    start = datetime.datetime.fromtimestamp(float(window.start), datetime.timezone.utc)
+    digest = hashlib.blake2b(digest_size=8)
+    for row in rows:
+        digest.update(f"{row.stream_id}\0{row.seq}\n".encode())
+    directory = os.path.join(root, f"date={start:%Y-%m-%d}")
+    return directory, f"{start:%H%M%S}-streams-{digest.hexdigest()}.parquet"
+
+
 def temporary_name(directory: str, name: str) -> str:
     """A hidden name next to directory/name for the file while it is written."""
     return os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -140,7 +159,8 @@ def remove_stale_temporaries(
     `older_than` seconds ago; returns their paths.
 
     Only names of temporary_name's form in the capture's own directories
-    (<root>/stream=<id>/date=<day>/) are candidates: never a final file, nor anything else.
+    (<root>/stream=<id>/date=<day>/ and <root>/date=<day>/) are candidates: never a final file,
+    nor anything else.
     Remote storage: what Storage.cleanup removes under the root (the storage layer's temporary
     names on HDFS, incomplete multipart uploads on S3), as URLs.
     """
@@ -153,24 +173,25 @@ def remove_stale_temporaries(
             log.info("removed %d stale temporary file(s) under %s", len(removed), root)
         return removed
     removed = []
-    for stream in _subdirectories(root, "stream="):
-        for day in _subdirectories(stream, "date="):
-            try:
-                entries = list(os.scandir(day))
-            except OSError:
+    days = [day for stream in _subdirectories(root, "stream=")
+            for day in _subdirectories(stream, "date=")]
+    for day in days + _subdirectories(root, "date="):
+        try:
+            entries = list(os.scandir(day))
+        except OSError:
+            continue
+        for entry in entries:
+            if not is_temporary_name(entry.name):
                 continue
-            for entry in entries:
-                if not is_temporary_name(entry.name):
-                    continue
-                try:
-                    stale = entry.is_file(follow_symlinks=False) and (
-                        now - entry.stat(follow_symlinks=False).st_mtime > older_than
-                    )
-                    if stale:
-                        os.unlink(entry.path)
-                        removed.append(entry.path)
-                except OSError as error:  # gone meanwhile, or not ours to remove
-                    log.debug("leaving %s: %s", entry.path, error)
+            try:
+                stale = entry.is_file(follow_symlinks=False) and (
+                    now - entry.stat(follow_symlinks=False).st_mtime > older_than
+                )
+                if stale:
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+            except OSError as error:  # gone meanwhile, or not ours to remove
+                log.debug("leaving %s: %s", entry.path, error)
     if removed:
         log.info("removed %d stale temporary file(s) under %s", len(removed), root)
     return removed

@@ -7,7 +7,7 @@ Two ways of grouping chunks into files (the sink's `files`):
   release_by_window): no shuffle. The writer runs fused right after the reading step, where each
   stream's chunks pass in seq order (one stream is read by one SDF element); it collects them per
   (stream, window) and writes a file when a chunk of another window of that stream arrives, when
-  a file reaches _MAX_FILE_BYTES, and at the end of the bundle for what is left: one file per
+  a file reaches the sink's target_file_size, and at the end of the bundle for what is left: one file per
   window and stream, more for a stream whose window is handed over in pieces (faster than
   ~32 MiB per window) or split by a checkpoint. When a bundle ends with many small files (a
   window of many streams closing), helper processes write them (writer_processes.py).
@@ -16,6 +16,9 @@ Two ways of grouping chunks into files (the sink's `files`):
   window) gathers each window's chunks, one file per window and stream (plus one per late pane).
   Without whole windows the per-bundle path would write a file per poll: on the FnApiRunner,
   which runs a deferred SDF again at once, a slow stream got a file per chunk.
+
+Both are the per-stream layout. `layout: many_streams` groups a whole window of every stream
+instead and writes files of many streams each (many_streams.py).
 
 Each file is written under a temporary name and published by a rename (storage.py); on HDFS
 or S3 it is encoded in memory and published through `streamtap.io.storage` (whole or not at
@@ -40,49 +43,33 @@ from typing import Iterator
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
-from streamtap.io.sinks.activity import ERRORS, run_token, sink_activity
-from streamtap.io.sinks.parquet.format import (
-    SCHEMA,
-    WRITE_OPTIONS,
-    chunk_columns,
-    chunk_table,
-    codec,
-)
-from streamtap.io.sinks.parquet.publishing import FileQueue, QueuedFile, WriteRetry
+from streamtap.io.sinks.activity import run_token
+from streamtap.io.sinks.parquet.format import SCHEMA, WRITE_OPTIONS, chunk_columns, chunk_table, codec
+from streamtap.io.sinks.parquet.many_streams import WriteWindowOfStreamsFn
+from streamtap.io.sinks.parquet.publishing import QueuedFile
 from streamtap.io.sinks.parquet.storage import (
     file_location,
     fsync,
     is_remote,
     make_directory,
     open_for_writing,
-    remote_root,
     split_location,
     temporary_name,
     unlink_quietly,
     write_back,
 )
 from streamtap.io.sinks.parquet.writer_processes import FileJob, WriterProcesses, write_batch
+from streamtap.io.sinks.parquet.writing import WriteFilesFn, outputs, write_temporary
 
-__all__ = ["COUNTS", "FILE_MODES", "WriteChunksToParquet"]
-
-# What the status lines and the summary show per Parquet sink: files renamed into place, the
-# chunks and payload bytes in them, and writes retried because the disk was full.
-COUNTS = ("files_written", "chunks_written", "bytes_written", "write_retries")
+__all__ = ["FILE_MODES", "LAYOUTS", "WriteChunksToParquet"]
 
 FILE_MODES = ("auto", "per_window")
-# Row groups of about this many payload bytes keep readers' memory bounded on big windows.
-_ROW_GROUP_BYTES = 128 * 1024 * 1024
-# Files are written and fsync'ed by this many threads at once. A window of 1,000 live streams is
-# 1,000 small files, and one fsync after the other (each waiting for its own journal commit) made
-# the sink fall behind; concurrent fsyncs share commits. pyarrow and fsync release the GIL.
-_WRITE_THREADS = 8
-# Per-bundle files: a file is closed once it holds this many payload bytes, and its chunks are
-# handed to the writing thread in row groups of this many bytes while it fills.
-_MAX_FILE_BYTES = 128 * 1024 * 1024
+LAYOUTS = ("per_stream", "many_streams")
+# Per-bundle files: the chunks of a file being filled go to the writing thread in row groups of
+# this many bytes (a file is closed at the sink's target_file_size).
 _BATCH_BYTES = 8 * 1024 * 1024
 # A bundle that ends with at least this many small files still open (a window of many streams
 # closing) has them written by helper processes, this many files per batch (writer_processes.py:
@@ -107,7 +94,8 @@ class WriteChunksToParquet(beam.PTransform):
     def __init__(self, sink, whole_windows: bool = False, label: str | None = None):
         """
         Args:
-          sink: the ParquetSink whose options to write with (path, compression, files: every
+          sink: the ParquetSink whose options to write with (path, compression, files, layout,
+            target_file_size: every
             option lives there; it is validated here, without I/O, and ValueError lists every
             problem). 'auto' files: input that comes a whole window at a time is written in
             files per bundle, without a shuffle; other input per window. 'per_window': always
@@ -126,14 +114,24 @@ class WriteChunksToParquet(beam.PTransform):
             self._path = os.path.abspath(self._path)
         self._compression = sink.compression
         self._files = sink.files
+        self._layout = sink.layout
+        self._target_bytes = sink.target_file_size
         self._retry_seconds = sink.max_retry_seconds
         self._whole_windows = whole_windows
 
     def expand(self, chunks):
         options = (
             self._path, self._compression, self._retry_seconds, run_token(chunks.pipeline),
-            self._endpoint_url,
+            self._endpoint_url, self._target_bytes,
         )
+        if self._layout == "many_streams":
+            # One group per window (and pane) of every stream: files of many streams each.
+            return (
+                chunks
+                | "KeyByCapture" >> beam.Map(lambda chunk: ("", chunk))
+                | "GroupByWindow" >> beam.GroupByKey()
+                | "WriteFiles" >> beam.ParDo(WriteWindowOfStreamsFn(*options))
+            )
         if self._files == "auto" and self._whole_windows:
             # Every chunk reaches this step exactly once per successful bundle, in the bundle
             # that read it, so files can be cut as chunks pass (see the module doc). The input
@@ -147,66 +145,7 @@ class WriteChunksToParquet(beam.PTransform):
         )
 
 
-class _WriteFilesFn(beam.DoFn):
-    """Base of both writers: the thread pool, the per-bundle file queue, retries and counts."""
-
-    def __init__(self, path: str, compression: str, retry_seconds: float = 300.0, run: str = "",
-                 endpoint_url: str | None = None):
-        self._path = path
-        self._compression = compression
-        self._retry_seconds = retry_seconds
-        self._run = run
-        self._endpoint_url = endpoint_url
-        self._queue: FileQueue | None = None
-
-    def setup(self) -> None:
-        if is_remote(self._path):
-            # The storage layer retries one operation up to a minute, WriteRetry the whole file
-            # up to max_retry_seconds on top.
-            remote_root(self._path, self._endpoint_url, min(60.0, self._retry_seconds))
-        self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="streamtap-parquet")
-        self._activity = sink_activity(f"parquet {self._path}", self._run, COUNTS)
-        self._counters = {
-            "files_written": Metrics.counter("streamtap", "parquet_files"),
-            "chunks_written": Metrics.counter("streamtap", "parquet_chunks"),
-            "bytes_written": Metrics.counter("streamtap", "parquet_bytes"),
-            "write_retries": Metrics.counter("streamtap", "parquet_write_retries"),
-        }
-        self._retry = WriteRetry(self._retry_seconds, lambda: self._count("write_retries", 1))
-
-    def start_bundle(self) -> None:
-        if self._queue is not None:  # what a failed bundle left behind
-            self._queue.abandon()
-        self._queue = FileQueue(
-            self._pool, self._retry, self._published, lambda: self._activity.add(ERRORS)
-        )
-
-    def _count(self, what: str, amount: int) -> None:
-        self._counters[what].inc(amount)
-        self._activity.add(what, amount)
-
-    def _published(self, file: QueuedFile) -> None:
-        """Counts a file renamed into place, and its chunks per stream (with their lag)."""
-        self._count("files_written", 1)
-        self._count("chunks_written", len(file.chunks))
-        self._count("bytes_written", file.size)
-        for size, event_time in file.chunks:
-            self._activity.wrote(file.stream_id, size, event_time)
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        done = _outputs(self._queue.drain())
-        self._queue = None
-        return iter(done)
-
-    def teardown(self) -> None:
-        if self._queue is not None:
-            self._queue.abandon()
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-
-class _WriteWindowFileFn(_WriteFilesFn):
+class _WriteWindowFileFn(WriteFilesFn):
     """Writes one file per (stream, window) group; files of a bundle are written concurrently.
 
     A bundle finishes only when all of its files are fsync'ed and renamed, and a failed write
@@ -222,15 +161,15 @@ class _WriteWindowFileFn(_WriteFilesFn):
         job = (directory, name, rows, self._compression)
         sizes = [(len(row.payload), row.event_time) for row in rows]
         self._queue.add(QueuedFile(
-            self._pool.submit(_write_temporary, *job),
-            lambda: _write_temporary(*job),
+            self._pool.submit(write_temporary, *job),
+            lambda: write_temporary(*job),
             os.path.join(directory, name),
             window,
             stream_id,
             sizes,
             sum(size for size, _ in sizes),
         ))
-        return _outputs(self._queue.ready())
+        return outputs(self._queue.ready())
 
 
 class _OpenFile:
@@ -371,13 +310,13 @@ class _OpenFile:
         return self.temporary, os.path.join(self.directory, self.name)
 
 
-class _WriteBundleFilesFn(_WriteFilesFn):
+class _WriteBundleFilesFn(WriteFilesFn):
     """Input that comes a whole window at a time: files cut from a bundle's chunks as they pass.
 
     Fused right after the reading step, it sees each stream's chunks in seq order (a stream is
     read by one SDF element, its chunks come out in order, with non-decreasing event times). It
     keeps one open file per stream: the chunks of the current window. A chunk of another window
-    closes the file, as does reaching _MAX_FILE_BYTES; finish_bundle closes what is open, and the
+    closes the file, as does reaching the target size; finish_bundle closes what is open, and the
     bundle completes only when every file is fsync'ed and renamed, so a chunk is on disk before
     the runner commits the bundle that read it (and the reader forgets it).
 
@@ -410,13 +349,13 @@ class _WriteBundleFilesFn(_WriteFilesFn):
             )
         file.add(chunk)
         if file.pending >= _BATCH_BYTES:
-            if file.size >= _MAX_FILE_BYTES:
+            if file.size >= self._target_bytes:
                 del self._open[chunk.stream_id]
                 self._close(file)
             else:
                 file.flush(self._pool, self._compression)
         if self._queue.has_ready():
-            return _outputs(self._queue.ready())
+            return outputs(self._queue.ready())
         return []
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
@@ -472,47 +411,3 @@ class _WriteBundleFilesFn(_WriteFilesFn):
                 continue
             unlink_quietly(file.temporary)
         self._open = {}
-
-
-def _outputs(files: list[QueuedFile]) -> list[WindowedValue]:
-    """What the transform outputs for files renamed into place: each one's path, in its window."""
-    return [
-        WindowedValue(file.final, file.window.max_timestamp(), (file.window,)) for file in files
-    ]
-
-
-def _write_temporary(
-    directory: str, name: str, rows: list[Chunk], compression: str
-) -> tuple[str, str]:
-    """Writes `rows` to a hidden temporary file next to directory/name and fsyncs it.
-
-    Returns (temporary path, final path); the caller renames. On failure nothing is left.
-    """
-    make_directory(directory)
-    temporary = temporary_name(directory, name)
-    try:
-        _write_table(temporary, rows, compression)
-    except BaseException:
-        unlink_quietly(temporary)
-        raise
-    return temporary, os.path.join(directory, name)
-
-
-def _write_table(path: str, rows: list[Chunk], compression: str) -> None:
-    """Writes `rows` as one file (row groups of about _ROW_GROUP_BYTES) and fsyncs it."""
-    table = chunk_table(rows)
-    largest = max(len(row.payload) for row in rows) or 1
-    # pyarrow's own file writer on local disk (not a Python file object: no GIL per write
-    # call), then fsync; in memory for remote storage.
-    sink = open_for_writing(path)
-    try:
-        pq.write_table(
-            table,
-            sink,
-            compression=codec(compression),
-            row_group_size=max(1, _ROW_GROUP_BYTES // largest),
-            **WRITE_OPTIONS,
-        )
-    finally:
-        sink.close()
-    fsync(path)

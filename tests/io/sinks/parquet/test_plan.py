@@ -67,3 +67,22 @@ def test_streams_too_slow_even_for_daily_windows_are_told_to_compact():
     # 50 B/s x 3,600 s = 180,000 bytes a file; 8 MiB needs 167,773 s, past a day.
     assert average.value == 180_000
     assert "even daily windows stay small" in average.warning and "compact" in average.warning
+
+
+def test_a_thousand_radios_in_the_many_streams_layout_make_files_near_the_target():
+    figures = _plan(_radios(1000), layout="many_streams", target_file_size="64MiB")
+    # 1,000 x 16,000 B/s x 10 s = 160,000,000 bytes a window: 2.38 targets of 64 MiB, 3 files.
+    assert figures["files per hour"].value == 3 * 360
+    assert figures["files per day"].value == 25_920  # the per-stream layout: 8,640,000
+    assert figures["average file"].value == pytest.approx(160_000_000 / 3)
+    assert not figures["average file"].warning
+    per_stream = _plan(_radios(1000))
+    assert per_stream["files per day"].value == 8_640_000
+    assert "set layout: many_streams" in per_stream["average file"].warning
+
+
+def test_few_slow_streams_in_the_many_streams_layout_are_told_to_widen_the_window():
+    average = _plan(_radios(2), layout="many_streams")["average file"]
+    # 2 x 16,000 B/s x 10 s = 320,000 bytes a window; 8 MiB needs 262.1 s of both.
+    assert average.value == 320_000
+    assert "raise window_seconds from 10 to at least 263 (8 MiB per window" in average.warning
