@@ -42,6 +42,10 @@ SCENARIOS: dict[str, dict] = {
         "latency_margin_seconds": 2.0,  # p99 arrival-to-file latency < window + this
         "profile_seconds": 30,
         "repeats": 1,  # several minutes each: one run per N (the medians are over streams)
+        # Issue #19: a bare asyncio client receives the same N streams first, for as long; the
+        # result's cpu_ratio_to_floor = streamtap cores / its cores, target <= 1.5.
+        "floor": True,
+        "target_ratio_to_floor": 1.5,
         # Optional, e.g. with --set: "read": {...} (the capture's read: section) and
         # "source": {...} (extra keys for every http source, e.g. {"gather_seconds": 0}).
     },
@@ -120,6 +124,31 @@ SCENARIOS: dict[str, dict] = {
         "with_default_limits": True,  # also the sink with 1 MB/s, 1,000 records/s per shard
     },
 }
+# Issue #19: scenario 2 at several N (the floor beside each), fitted fixed + per-stream costs.
+SCENARIOS["cost_curve"] = {
+    **SCENARIOS["live_icecast"],
+    "title": "Cost curve of scenario 2: CPU, RSS, latency against N",
+    "streams_list": [100, 500, 1000, 2000, 3000],
+    "seconds": 90,
+    "profile_at": 1000,  # py-spy during this N's capture (its stretch is left out of the CPU)
+    "profile_seconds": 20,
+    # N >= parallel_from is captured once more with these `streamtap run` (Beam) options.
+    "parallel_from": 2000,
+    "parallel_args": ["--sdk_worker_parallelism=2"],
+    "budget_seconds": 2400,  # larger N are skipped once the curve has taken this long
+}
+# Issue #19: seconds to the first data of 1,000 streams; RSS per idle stream.
+SCENARIOS["startup"] = {
+    "title": "Start-up and memory per idle stream",
+    "mounts": 4,
+    "bitrate": "128k",
+    "startup_streams": 1000,
+    "startup_seconds": 40,
+    "window_seconds": 2.0,  # short, so the first file follows the start soon
+    "chunk_max_seconds": 1.0,
+    "idle_streams": [1, 100, 1000],  # 1 stands in for 0: a capture needs a source
+    "idle_seconds": 45,
+}
 
 QUICK: dict[str, dict] = {
     "parquet_tcp": {"total_bytes": 192 * MIB, "profile": False},
@@ -129,6 +158,10 @@ QUICK: dict[str, dict] = {
     "sensors_kafka": {"seconds": 30},
     "flink_scaling": {"stream_bytes": 256 * MIB},
     "kinesis_put": {"records": 600},
+    "cost_curve": {"streams_list": [100, 500, 1000], "seconds": 45, "profile_seconds": 10,
+                   "budget_seconds": 900},
+    "startup": {"startup_streams": 100, "startup_seconds": 25, "idle_streams": [1, 100],
+                "idle_seconds": 25},
 }
 
 

@@ -46,6 +46,7 @@ class LiveResult:
     steady_cpu_by_process: dict = field(default_factory=dict)
     # Wall-clock (start, end) of the py-spy profile, left out of the steady CPU rate.
     profiled_epochs: tuple[float, float] | None = None
+    processes_by_name: dict = field(default_factory=dict)  # most processes of a name at once
 
     @property
     def total_bytes(self) -> int:
@@ -194,6 +195,7 @@ def run_monitored(command: list[str], workdir: Path, seconds: float, drain_timeo
         profile=profile_path if profile_path and profile_path.exists() else None,
         steady_cpu_cores=steady,
         steady_cpu_by_process=steady_by or {},
+        processes_by_name=dict(monitor.most_processes_by_name),
         profiled_epochs=((profiled[0][3], profiled[1][3] if len(profiled) > 1 else stopped_epoch)
                          if profiled else None),
     )

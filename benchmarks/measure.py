@@ -108,6 +108,7 @@ class ProcessTreeMonitor:
         self._start: dict[tuple[int, float], float] = {}
         self.peak_rss_bytes = 0
         self.peak_rss_by_name: dict[str, int] = {}
+        self.most_processes_by_name: dict[str, int] = {}  # most processes of a name at once
         self.rss_samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-monitor", daemon=True)
@@ -132,6 +133,7 @@ class ProcessTreeMonitor:
     def sample(self) -> None:
         rss = 0
         by_name: dict[str, int] = {}
+        count: dict[str, int] = {}
         for proc in self._processes():
             try:
                 with proc.oneshot():
@@ -142,6 +144,7 @@ class ProcessTreeMonitor:
                     rss += proc_rss
                     name = proc.name()
                     by_name[name] = by_name.get(name, 0) + proc_rss
+                    count[name] = count.get(name, 0) + 1
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             self._start.setdefault(key, cpu if self._baseline_pending else 0.0)
@@ -150,6 +153,8 @@ class ProcessTreeMonitor:
         self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
         for name, value in by_name.items():
             self.peak_rss_by_name[name] = max(self.peak_rss_by_name.get(name, 0), value)
+        for name, value in count.items():
+            self.most_processes_by_name[name] = max(self.most_processes_by_name.get(name, 0), value)
         self.rss_samples.append(rss)
 
     def _run(self) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks import report_issue19
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ANALYSIS = ROOT / "benchmarks" / "analysis.md"
 OUTPUT = ROOT / "BENCHMARKS.md"
-ORDER = ["parquet_tcp", "live_icecast", "kafka_producer", "alternatives", "sensors_kafka", "flink_scaling"]
+ORDER = ["parquet_tcp", "live_icecast", "kafka_producer", "alternatives", "sensors_kafka", "flink_scaling",
+         "cost_curve", "startup"]
 
 
 def _load() -> dict[str, dict]:
@@ -57,12 +60,14 @@ def _summary_rows(results: dict) -> list[list[str]]:
     if r and "error" not in r["result"]:
         res = r["result"]
         for index, run in enumerate(res["runs"] + res.get("fallback_runs", [])):
+            floor_peer, floor_ratio = report_issue19.floor_cells(run)
             rows.append([f"2. {run['streams']} live Icecast streams (Prism, {run['seconds']:.0f} s)",
                          f"CPU {_fmt(run['cpu_cores_steady'], digits=2)} cores, RSS {_fmt(run['peak_rss_mib'], ' MiB', 0)}, "
                          f"p99 latency {_fmt(run.get('latency_steady_p99_s', run.get('latency_p99_s')), ' s', 2)}, "
                          f"unmarked gaps in {run.get('streams_with_problems')} streams",
-                         f"< 1 core, < 2048 MiB, < {_fmt(run['latency_limit_s'], ' s')}, 0",
-                         "–", f"N = {r['config']['streams']}" if index == 0 else "(smaller N)",
+                         f"< 1 core, < 2048 MiB, < {_fmt(run['latency_limit_s'], ' s')}, 0{floor_peer}",
+                         floor_ratio, (f"N = {r['config']['streams']}" if index == 0 else "(smaller N)")
+                         + ("; ≤ 1.5× floor" if run.get("floor") else ""),
                          _verdict(run["pass"]) + (_largest(res) if index == 0 else "")
                          + "".join(f" ({k[5:]} ✗)" for k in ("pass_cpu", "pass_rss", "pass_latency", "pass_gaps")
                                    if run.get(k) is False),
@@ -102,6 +107,7 @@ def _summary_rows(results: dict) -> list[list[str]]:
     r = results.get("flink_scaling")
     if r and "error" not in r["result"]:
         rows += _flink_summary_rows(r)
+    rows += report_issue19.summary_rows(results)
     for name, r in results.items():
         if "error" in r["result"]:
             rows.append([name, "error", r["result"]["error"][:120], "–", "–", "**error**", _loads(r)])
@@ -470,7 +476,7 @@ def _details(results: dict) -> str:
                     parts.append("\nProfile of a separate capture run (all threads, wall time):\n\n" + _profile_block(profile, 14))
         elif name == "live_icecast":
             keys = ["streams", "seconds", "drain_seconds", "bytes_per_second", "reconnects", "discontinuities",
-                    "cpu_cores_steady", "cpu_cores_steady_by_process", "peak_rss_mib", "peak_rss_mib_by_process",
+                    "cpu_cores_steady", "cpu_ratio_to_floor", "floor", "cpu_cores_steady_by_process", "peak_rss_mib", "peak_rss_mib_by_process",
                     "latency_p50_s", "latency_steady_p99_s", "latency_p99_s", "latency_limit_s",
                     "file_after_window_end_s", "share_written_before_sigint", "streams_with_problems", "load_average_1m", "pass"]
             runs = res["runs"] + res.get("fallback_runs", [])
@@ -510,6 +516,8 @@ def _details(results: dict) -> str:
             parts.append(_table(keys, [[json.dumps(res.get(k)) if isinstance(res.get(k), dict) else res.get(k) for k in keys]]))
         elif name == "flink_scaling":
             parts.append(_flink_details(r))
+        elif name in ("cost_curve", "startup"):
+            parts.append(report_issue19.details(name, r))
         parts.append("")
     return "\n".join(parts)
 
@@ -556,6 +564,7 @@ def _before_after() -> str:
 def generate() -> Path:
     results = _load()
     image = plot(results)
+    report_issue19.plot(results, RESULTS)
     machine = next(iter(results.values()))["machine"] if results else {}
     lines = [
         "# Benchmarks",

@@ -8,6 +8,10 @@ runs as `streamtap run` (Prism, unbounded) and is stopped by SIGINT. Checked:
   last write) minus the chunk's event_time (arrival of its first byte), in steady state: over every
   chunk that arrived at least window + 2 s before the SIGINT (the last, cut-short window is
   written while draining; p99 over all chunks is reported too).
+With `floor` (default on), the same N streams are first received for the same time by a bare
+asyncio client (benchmarks/peers/asyncio_floor.py, its own process, measured the same way), and
+`cpu_ratio_to_floor` = streamtap's cores / the floor's (issue #19's target: <= 1.5).
+`beam_args` (a list) is passed to `streamtap run`, e.g. ["--sdk_worker_parallelism=2"].
 """
 
 from __future__ import annotations
@@ -126,17 +130,26 @@ def latency_and_verify(out: Path, stopped_epoch: float | None = None,
     }
 
 
-def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Path) -> dict:
+def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Path,
+            label: str = "") -> dict:
+    from benchmarks.peers.asyncio_floor import measure_floor, raise_open_files
+
+    raise_open_files()  # the capture (a child) inherits it: a socket per stream
+    beam_args = tuple(cfg.get("beam_args") or ())
+    floor = None
     with services.icecast(cfg["mounts"], streams, cfg["bitrate"]) as station:
-        out = workdir / f"capture-{streams}"
+        if cfg.get("floor", True):
+            floor = measure_floor(station, streams, seconds, workdir / f"floor-{streams}{label}",
+                                  warmup=min(30.0, seconds / 3))
+        out = workdir / f"capture-{streams}{label}"
         config = _config(station, streams, cfg["window_seconds"], cfg["chunk_max_seconds"], out,
                          cfg.get("read"), cfg.get("source"), cfg.get("chunk_align", "none"))
         result = run_live_capture(
-            config, workdir / f"run-{streams}", seconds,
+            config, workdir / f"run-{streams}{label}", seconds,
             profile_seconds=cfg["profile_seconds"] if profile else 0,
             profile_after=min(30.0, seconds / 3),
             warmup=min(30.0, seconds / 3),
-            drain_timeout=300.0,
+            drain_timeout=300.0, extra_args=beam_args,
         )
     limit_latency = cfg["window_seconds"] + cfg["latency_margin_seconds"]
     checked = (latency_and_verify(out, result.stopped_epoch, limit_latency, result.profiled_epochs,
@@ -145,6 +158,7 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
     expected_streams = streams
     row = {
         "streams": streams,
+        "beam_args": list(beam_args),
         "chunk_align": cfg.get("chunk_align", "none"),
         "seconds": round(result.seconds, 1),
         "drain_seconds": round(result.wall_seconds - result.seconds, 1),
@@ -161,10 +175,17 @@ def run_one(cfg: dict, streams: int, seconds: float, profile: bool, workdir: Pat
         "cpu_seconds_total": round(result.cpu_seconds, 1),
         "peak_rss_mib": round(result.peak_rss_bytes / 2**20, 1),
         "peak_rss_mib_by_process": result.peak_rss_by_process,
+        "processes_by_name": result.processes_by_name,
         "load_average_1m": result.load_average_1m,
         **checked,
         "latency_limit_s": limit_latency,
     }
+    if floor is not None:
+        row["floor"] = floor
+        if floor["cpu_cores_steady"] and row["cpu_cores_steady"]:
+            row["cpu_ratio_to_floor"] = round(row["cpu_cores_steady"] / floor["cpu_cores_steady"], 2)
+            row["target_ratio_to_floor"] = cfg.get("target_ratio_to_floor", 1.5)
+            row["pass_floor"] = row["cpu_ratio_to_floor"] <= row["target_ratio_to_floor"]
     ok_gaps = (result.exit_code == 0 and checked.get("streams_with_problems", 1) == 0
                and checked.get("streams_with_data", 0) == expected_streams)
     row["pass_gaps"] = ok_gaps
@@ -208,7 +229,9 @@ def run(cfg: dict, repeats: int, workdir: Path, log) -> dict:
 
 
 def _brief(row: dict) -> str:
-    keys = ("streams", "bytes_per_second", "reconnects", "cpu_cores_steady", "peak_rss_mib",
-            "latency_p50_s", "latency_steady_p99_s", "latency_p99_s", "drain_seconds",
+    keys = ("streams", "beam_args", "cpu_ratio_to_floor", "bytes_per_second", "reconnects",
+            "cpu_cores_steady", "peak_rss_mib", "latency_p50_s", "latency_steady_p99_s", "latency_p99_s", "drain_seconds",
             "streams_with_problems", "pass", "load_average_1m")
-    return ", ".join(f"{k}={row.get(k)}" for k in keys)
+    floor = row.get("floor") or {}
+    return ", ".join(f"{k}={row.get(k)}" for k in keys) + (
+        f", floor cores={floor.get('cpu_cores_steady')} rss={floor.get('peak_rss_mib')}" if floor else "")
