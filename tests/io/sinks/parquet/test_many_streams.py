@@ -4,9 +4,11 @@ stream and seq, read back byte-exact per stream and resumed, locally and on a re
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from hypothesis import given, settings
@@ -18,7 +20,9 @@ from streamtap.io.sinks.parquet.many_streams import WriteWindowOfStreamsFn, cut_
 from streamtap.io.sinks.parquet.read import capture_end, capture_ends, capture_files
 from streamtap.plugins import parse_config
 from tests.fixtures.hdfs import dfs_ls, unique_hdfs_path
+from tests.fixtures.s3 import s3_client
 from tests.helpers import TcpFeeder, assert_verified, capture, stream_bytes
+from tests.io.sinks.parquet.test_remote import _capture_tcp_and_http
 
 DAY = 1_796_515_200.0  # 2026-12-06T00:00:00Z
 _KiB = 1024
@@ -164,18 +168,31 @@ def test_the_layout_and_target_size_are_checked_where_declared():
     assert errors(layout="many_streams", target_file_size="256MiB") == ""
 
 
-def test_many_streams_round_trip_through_hdfs_with_hadoops_own_listing(hdfs):
-    location = f"{hdfs.url}{unique_hdfs_path('many')}"
-    streams = {f"tcp{i}": os.urandom(90_000) for i in range(3)}
-    _tcp_capture(location, streams, target_file_size="64KiB")
+@pytest.mark.parametrize("store", ["hdfs", "s3"])
+def test_tcp_and_http_round_trip_through_hdfs_and_s3_in_the_many_streams_layout(store, request):
+    """Hadoop's own listing (hdfs dfs) or boto3's sees only complete files of many streams."""
+    tcp, web = os.urandom(250_000), os.urandom(200_000)
+    layout = {"layout": "many_streams", "target_file_size": "128KiB"}
+    if store == "hdfs":
+        hdfs = request.getfixturevalue("hdfs")
+        location = reading = f"{hdfs.url}{unique_hdfs_path('many')}"
+        _capture_tcp_and_http(location, tcp, web, **layout)
+        listed = list(dfs_ls(hdfs, location.removeprefix(hdfs.url)))
+    else:
+        endpoint, bucket = request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket")
+        location = f"s3://{bucket}/many"
+        reading = f"{location}?endpoint_url={endpoint}"
+        _capture_tcp_and_http(location, tcp, web, endpoint_url=endpoint, **layout)
+        s3 = s3_client(endpoint)
+        listed = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+        assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
-    for stream_id, data in streams.items():
-        assert stream_bytes(location, stream_id) == data
-    assert_verified(location, streams=3)
-    listed = dfs_ls(hdfs, location.removeprefix(hdfs.url))
-    assert listed and all(
-        path.split("/")[-2].startswith("date=") and "-streams-" in path.rsplit("/", 1)[1]
-        and not path.rsplit("/", 1)[1].startswith(".")
-        for path in listed
+    assert stream_bytes(reading, "tcp1") == tcp
+    assert stream_bytes(reading, "web1") == web
+    assert_verified(reading, streams=2)
+    names = [path.rsplit("/", 2)[-2:] for path in listed]
+    assert len(names) >= 3 and all(
+        day.startswith("date=") and re.fullmatch(r"\d{6}-streams-[0-9a-f]{16}\.parquet", name)
+        for day, name in names
     ), sorted(listed)
-    assert capture_end(location, "tcp1") == (-(-90_000 // 8192), 90_000)
+    assert capture_end(reading, "tcp1") == (-(-len(tcp) // 16384), len(tcp))
