@@ -74,7 +74,8 @@ class ParquetSink(SinkConfig):
         max=16 * 2**30,
     )
     files: str = doc(
-        "How a per_stream layout groups chunks into files. 'auto': when every sink of the capture is Parquet "
+        "How chunks are grouped into files (per_stream: of a stream; many_streams: of every "
+        "stream the bundle or window holds). 'auto': when every sink of the capture is Parquet "
         "with files: auto, streams hand their chunks over a whole window at a time and each "
         "stream's window is written as it leaves the reading step, without a shuffle: one file "
         "per window and stream (several for a stream faster than ~32 MiB per window); with "
@@ -159,7 +160,7 @@ class ParquetSink(SinkConfig):
         return plan_files(self, loads, config)
 
     def wants_whole_windows(self) -> bool:
-        return self.files == "auto" and self.layout == "per_stream"
+        return self.files == "auto"
 
     @classmethod
     def read_location(cls, location: str, stream_id: str | None = None) -> Iterable[Chunk]:

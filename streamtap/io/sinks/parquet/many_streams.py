@@ -2,8 +2,10 @@
 
 The per-stream layout writes a file per stream and window: 1,000 radio streams with 10 s windows
 make 8.6 million files a day, and every reader (Spark and Hive plan a task per file, the
-NameNode keeps each in memory, S3 charges a request each) pays for it. Here a GroupByKey gathers
-a whole window (one pane) of every stream; its chunks are sorted by (stream, seq), exact
+NameNode keeps each in memory, S3 charges a request each) pays for it. Here a window of many
+streams is gathered, in a Parquet-only capture from the bundles of the reading step without a
+shuffle (WriteBundleOfStreamsFn), else by a GroupByKey (WriteWindowOfStreamsFn, one pane of
+every stream); its chunks are sorted by (stream, seq), exact
 redeliveries dropped, and cut into as few files as the sink's `target_file_size` allows, of
 about equal size (a window of 2.2 times the target makes three files of 0.73 times it, not two
 full ones and a small one). Streams are never split out of order: a stream that does not fit
@@ -29,7 +31,7 @@ from streamtap.io.sinks.parquet.publishing import QueuedFile
 from streamtap.io.sinks.parquet.storage import shared_file_location
 from streamtap.io.sinks.parquet.writing import WriteFilesFn, outputs, write_temporary
 
-__all__ = ["WriteWindowOfStreamsFn", "cut_files"]
+__all__ = ["WriteBundleOfStreamsFn", "WriteWindowOfStreamsFn", "cut_files"]
 
 _ROW_GROUP_BYTES = 4 * 1024 * 1024
 
@@ -62,19 +64,12 @@ def _sorted_once(chunks) -> list[Chunk]:
     ]
 
 
-class WriteWindowOfStreamsFn(WriteFilesFn):
-    """Writes one window (pane) of every stream as files of many streams each.
+class _StreamsFilesFn(WriteFilesFn):
+    """Queues a window's chunks of many streams as files near the target size."""
 
-    A bundle finishes only when all of its files are written and published in order; a failed
-    write fails the bundle (the runner retries it; the names depend only on the content).
-    """
-
-    def process(self, keyed, window=beam.DoFn.WindowParam) -> list[WindowedValue]:
-        _, chunks = keyed
+    def _queue_window(self, chunks, window) -> None:
         rows = _sorted_once(chunks)
-        if not rows:  # Flink delivers the empty final pane Python windowing asks for
-            return []
-        for part in cut_files(rows, self._target_bytes):
+        for part in cut_files(rows, self._target_bytes) if rows else []:
             directory, name = shared_file_location(self._path, window, part)
             job = (directory, name, part, self._compression, _ROW_GROUP_BYTES)
             self._queue.add(QueuedFile(
@@ -87,4 +82,61 @@ class WriteWindowOfStreamsFn(WriteFilesFn):
                 sum(len(row.payload) for row in part),
                 stream_ids=[row.stream_id for row in part],
             ))
+
+
+class WriteWindowOfStreamsFn(_StreamsFilesFn):
+    """Writes one window (pane) of every stream, gathered by a GroupByKey, as files of many
+    streams each.
+
+    A bundle finishes only when all of its files are written and published in order; a failed
+    write fails the bundle (the runner retries it; the names depend only on the content).
+    """
+
+    def process(self, keyed, window=beam.DoFn.WindowParam) -> list[WindowedValue]:
+        _, chunks = keyed
+        self._queue_window(chunks, window)  # Flink's empty final pane makes no file
         return outputs(self._queue.ready())
+
+
+class WriteBundleOfStreamsFn(_StreamsFilesFn):
+    """Input that comes a whole window at a time (a Parquet-only capture): a bundle's chunks of
+    each window, of every stream the bundle carries, written as files of many streams, without a
+    shuffle.
+
+    Fused right after the reading step: a bundle is one poll of a group of streams
+    (read.group_size, by default every stream of a worker), and once a window has ended the poll
+    hands over that window of every stream in the group. A window's chunks are written at the
+    end of the bundle, or once more than twice the target size of them are held (a window handed
+    over in pieces, ~32 MiB per stream, or a bundle of several windows after a stall); a window
+    split over bundles (a checkpoint, pieces) makes a few more files. The bundle completes only
+    when its files are published, so a chunk is in a file before the runner commits the bundle
+    that read it. A retried bundle re-reads the same chunks: the same names, or (with more
+    chunks) other names beside the first attempt's, whose chunks are exact redeliveries that
+    verify and reassemble drop. Each stream's chunks are published in seq order, none after a
+    failed write: what resume finds is always a stream up to some chunk.
+    """
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._windows: dict[object, list[Chunk]] = {}
+        self._held: dict[object, int] = {}
+
+    def process(self, chunk: Chunk, window=beam.DoFn.WindowParam) -> list[WindowedValue]:
+        rows = self._windows.get(window)
+        if rows is None:
+            rows = self._windows[window] = []
+            self._held[window] = 0
+        rows.append(chunk)
+        self._held[window] += len(chunk.payload)
+        if self._held[window] >= 2 * self._target_bytes:
+            self._queue_window(self._windows.pop(window), window)
+            del self._held[window]
+        if self._queue.has_ready():
+            return outputs(self._queue.ready())
+        return []
+
+    def finish_bundle(self):
+        windows, self._windows, self._held = self._windows, {}, {}
+        for window, rows in windows.items():
+            self._queue_window(rows, window)
+        return super().finish_bundle()

@@ -17,8 +17,9 @@ Two ways of grouping chunks into files (the sink's `files`):
   Without whole windows the per-bundle path would write a file per poll: on the FnApiRunner,
   which runs a deferred SDF again at once, a slow stream got a file per chunk.
 
-Both are the per-stream layout. `layout: many_streams` groups a whole window of every stream
-instead and writes files of many streams each (many_streams.py).
+Both are the per-stream layout. `layout: many_streams` writes files of many streams each
+(many_streams.py), the same two ways: per bundle from whole windows, or after a GroupByKey of
+a window of every stream.
 
 Each file is written under a temporary name and published by a rename (storage.py); on HDFS
 or S3 it is encoded in memory and published through `streamtap.io.storage` (whole or not at
@@ -48,7 +49,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from streamtap.chunk import Chunk
 from streamtap.io.sinks.activity import run_token
 from streamtap.io.sinks.parquet.format import SCHEMA, WRITE_OPTIONS, chunk_columns, chunk_table, codec
-from streamtap.io.sinks.parquet.many_streams import WriteWindowOfStreamsFn
+from streamtap.io.sinks.parquet.many_streams import WriteBundleOfStreamsFn, WriteWindowOfStreamsFn
 from streamtap.io.sinks.parquet.publishing import QueuedFile
 from streamtap.io.sinks.parquet.storage import (
     file_location,
@@ -124,6 +125,9 @@ class WriteChunksToParquet(beam.PTransform):
             self._path, self._compression, self._retry_seconds, run_token(chunks.pipeline),
             self._endpoint_url, self._target_bytes,
         )
+        if self._layout == "many_streams" and self._files == "auto" and self._whole_windows:
+            # Windows of many streams come whole in the reading step's bundles (see above).
+            return chunks | "WriteFiles" >> beam.ParDo(WriteBundleOfStreamsFn(*options))
         if self._layout == "many_streams":
             # One group per window (and pane) of every stream: files of many streams each.
             return (

@@ -131,19 +131,20 @@ def _tcp_capture(location: str, streams: dict[str, bytes], **sink) -> str:
             feeder.close()
 
 
-def test_a_capture_of_several_streams_round_trips_and_a_second_run_resumes(tmp_path):
+@pytest.mark.parametrize("files", ["auto", "per_window"])  # without a shuffle, after a GroupByKey
+def test_a_capture_of_several_streams_round_trips_and_a_second_run_resumes(files, tmp_path):
     streams = {f"tcp{i}": os.urandom(120_000 + i * 1000) for i in range(4)}
-    _tcp_capture(str(tmp_path), streams, target_file_size="64KiB")
+    _tcp_capture(str(tmp_path), streams, target_file_size="64KiB", files=files)
 
     assert not list(tmp_path.glob("stream=*"))
-    files = list(tmp_path.glob("date=*/*-streams-*.parquet"))
-    assert files and all(os.path.getsize(f) < 200 * _KiB for f in files)
+    written = list(tmp_path.glob("date=*/*-streams-*.parquet"))
+    assert written and all(os.path.getsize(f) < 200 * _KiB for f in written)
     for stream_id, data in streams.items():
         assert stream_bytes(str(tmp_path), stream_id) == data
     assert_verified(str(tmp_path), streams=4)
 
     more = {"tcp0": os.urandom(50_000), "tcp3": os.urandom(30_000)}
-    output = _tcp_capture(str(tmp_path), more, target_file_size="64KiB")
+    output = _tcp_capture(str(tmp_path), more, target_file_size="64KiB", files=files)
     first = streams["tcp0"]
     assert f"tcp0: continuing the capture at seq {-(-len(first) // 8192)}, byte {len(first)}" in output
     assert stream_bytes(str(tmp_path), "tcp0") == first + more["tcp0"]
