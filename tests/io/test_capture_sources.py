@@ -113,12 +113,26 @@ def test_tcp_listen_takes_each_connection_as_a_session(tmp_path):
     assert reports["listen1"].discontinuities == 1
 
 
+def _wait_until_bound(port: int, timeout: float = 60.0) -> None:
+    """Waits until something holds UDP `port` on 127.0.0.1 (binding it ourselves fails): a fixed
+    sleep lost the first datagrams when a loaded machine started the capture late."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing bound UDP port {port} within {timeout} s")
+
+
 def test_udp_datagrams_round_trip_byte_exact_and_stay_whole(tmp_path):
     port = free_port()
     datagrams = [os.urandom(100 + (i * 37) % 1300) for i in range(400)]
 
     def send():
-        time.sleep(1.0)  # let the source bind
+        _wait_until_bound(port)  # datagrams sent before the source binds are lost
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             for datagram in datagrams:
                 sock.sendto(datagram, ("127.0.0.1", port))
