@@ -35,6 +35,7 @@ from streamtap.io.cutting import ChunkCutter
 from streamtap.io.framing import aligner_choice
 from streamtap.io.ratewatch import OK, RateChange, RateWatch, Shortfall
 from streamtap.io.sessions import ConcurrentSession, concurrent_watermark
+from streamtap.io.ticking import TICK_SECONDS, ticker
 
 __all__ = ["StreamPosition", "StreamReader", "StreamStats"]
 
@@ -44,11 +45,10 @@ _RATE_LOGGER = logging.getLogger("streamtap.ratewatch")
 
 # A reader stops reading while this many received bytes wait to be committed (backpressure).
 _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
-# How often a reader checks for its deadline and stop requests, in seconds. Cuts on time do not
-# wait for it: each chunk being filled has a timer for when it is due (see write()). (A 0.05 s
-# tick per reader cost 20,000 wake-ups/s at 1,000 streams and starved the loop: chunks came out
-# ~3 s late.)
-_TICK_SECONDS = 0.25
+# Readers are checked for their deadline and stop requests every TICK_SECONDS, all of a loop at
+# once (streamtap.io.ticking). Cuts on time do not wait for it: each chunk being filled has a
+# timer for when it is due (see write()).
+_TICK_SECONDS = TICK_SECONDS
 
 
 class StreamPosition(NamedTuple):
@@ -371,7 +371,8 @@ class StreamReader:
             _log_rate_change(self.stream_id, change)
 
     async def _run(self) -> None:
-        ticker = asyncio.get_running_loop().create_task(self._tick())
+        checks = ticker(asyncio.get_running_loop())
+        checks.add(self)
         delay = self.source.reconnect.initial_delay
         try:
             while not self._finished:
@@ -412,7 +413,7 @@ class StreamReader:
             self._report_error("internal error, see the worker log", permanent=True, retry=False)
             self._finish()
         finally:
-            ticker.cancel()
+            checks.discard(self)
             await self._connector.close()
 
     def _start_session(self) -> None:
@@ -426,16 +427,15 @@ class StreamReader:
         if self.stats.sessions > 1:
             self._mark_discontinuity = True
 
-    async def _tick(self) -> None:
-        """Ends the stream on its deadline or a stop request (cuts on time have their timer)."""
-        while not self._finished:
-            await asyncio.sleep(_TICK_SECONDS)
-            if (
-                self._stopping
-                or (self._stop_requested is not None and self._stop_requested())
-                or (self._deadline is not None and time.time() >= self._deadline)
-            ):
-                self._finish()
+    def check_end(self, now: float) -> None:
+        """Ends the stream on its deadline or a stop request (the loop's _Ticker asks every
+        TICK_SECONDS; cuts on time have their own timer)."""
+        if not self._finished and (
+            self._stopping
+            or (self._stop_requested is not None and self._stop_requested())
+            or (self._deadline is not None and now >= self._deadline)
+        ):
+            self._finish()
 
     async def _sleep_unless_finished(self, seconds: float) -> None:
         end = time.monotonic() + seconds
