@@ -20,7 +20,7 @@ from streamtap.config import PipelineConfig, SinkConfig, doc
 from streamtap.config.capacity import Figure, StreamLoad
 from streamtap.io.sinks.parquet.format import COMPRESSIONS
 from streamtap.io.sinks.parquet.plan import plan_files
-from streamtap.io.sinks.parquet.read import capture_ends, read_parquet_chunks
+from streamtap.io.sinks.parquet.read import capture_ends, layouts_in, read_parquet_chunks
 from streamtap.io.sinks.parquet.storage import (
     is_remote,
     remote_root,
@@ -134,9 +134,9 @@ class ParquetSink(SinkConfig):
             try:
                 storage.check()
                 remove_stale_temporaries(root)
+                return self._other_layout(root)
             except StorageError as error:
                 return [f"parquet sink: {error}"]
-            return []
         try:
             Path(self.path).mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -144,7 +144,20 @@ class ParquetSink(SinkConfig):
         if not os.access(self.path, os.W_OK):
             return [f"parquet sink: {self.path} is not writable"]
         remove_stale_temporaries(self.path)
-        return []
+        return self._other_layout(self.path)
+
+    def _other_layout(self, location: str) -> list[str]:
+        """One layout per directory: Spark and DuckDB refuse a directory holding both (their
+        partition columns differ), so a capture is not written into the other one's."""
+        others = layouts_in(location) - {self.layout}
+        if not others:
+            return []
+        other = others.pop()
+        return [
+            f"parquet sink: {self.path} holds a capture in the {other} layout; write layout: "
+            f"{self.layout} to another path (or set layout: {other}): Spark and DuckDB cannot "
+            "read one directory holding both layouts"
+        ]
 
     def resume_positions(self, stream_ids: list[str]) -> dict[str, tuple[int, int]]:
         location = self.path

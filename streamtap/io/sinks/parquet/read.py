@@ -36,7 +36,9 @@ from streamtap.chunk import Chunk
 from streamtap.errors import RunError
 from streamtap.io.sinks.parquet.storage import is_remote, max_seq, remote_root, split_location
 
-__all__ = ["RemoteFile", "capture_end", "capture_ends", "capture_files", "read_parquet_chunks"]
+__all__ = [
+    "RemoteFile", "capture_end", "capture_ends", "capture_files", "layouts_in", "read_parquet_chunks",
+]
 
 # Rows per batch read from a file: 64 chunks of at most 64 KiB by default (4 MiB).
 _BATCH_ROWS = 64
@@ -117,6 +119,24 @@ def capture_ends(path: str, stream_ids: list[str]) -> dict[str, tuple[int, int]]
         if stream_id not in ends or end > ends[stream_id]:
             ends[stream_id] = end
     return ends
+
+
+def layouts_in(path: str) -> set[str]:
+    """The layouts a capture directory holds: "per_stream" (stream=<id>/ directories at its top),
+    "many_streams" (date=<day>/ directories); empty for a new or empty one."""
+    if is_remote(path):
+        storage = remote_root(*split_location(path))
+        tops = {info.path.split("/", 1)[0] for info in storage.list()}
+    elif Path(path).is_dir():
+        tops = {entry.name for entry in _entries(Path(path), dirs=True)}
+    else:
+        return set()
+    found = set()
+    if any(top.startswith("stream=") for top in tops):
+        found.add("per_stream")
+    if any(top.startswith("date=") for top in tops):
+        found.add("many_streams")
+    return found
 
 
 def _stream_end(files: list, stream_id: str) -> tuple[int, int] | None:

@@ -197,3 +197,24 @@ def test_tcp_and_http_round_trip_through_hdfs_and_s3_in_the_many_streams_layout(
         for day, name in names
     ), sorted(listed)
     assert capture_end(reading, "tcp1") == (-(-len(tcp) // 16384), len(tcp))
+
+
+def test_a_capture_is_not_written_into_a_directory_of_the_other_layout(tmp_path):
+    _write_window(tmp_path / "many", [_chunk("a", 0, 100, DAY)], DAY, target=2**20)
+    per_stream = tmp_path / "per" / "stream=a" / "date=2026-12-06"
+    per_stream.mkdir(parents=True)
+
+    def preflight(path, layout):
+        config = parse_config({
+            "sources": [{"id": "a", "type": "tcp", "address": "127.0.0.1:9"}],
+            "sinks": [{"type": "parquet", "path": str(path), "layout": layout}],
+        })
+        return config.sinks[0].preflight(config)
+
+    assert preflight(tmp_path / "many", "many_streams") == []
+    assert preflight(tmp_path / "per", "per_stream") == []
+    assert preflight(tmp_path / "new", "many_streams") == []
+    [problem] = preflight(tmp_path / "many", "per_stream")
+    assert "holds a capture in the many_streams layout; write layout: per_stream to another path" in problem
+    [problem] = preflight(tmp_path / "per", "many_streams")
+    assert "holds a capture in the per_stream layout" in problem
