@@ -349,15 +349,18 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         position: GroupPosition = tracker.current_restriction()
         watermarks = []
         emitted = 0
-        for index, (source, start) in enumerate(zip(self._groups[group], position.streams)):
-            if start is None:
-                continue
+        readers = [
             # Held windows are also cut at their ends, so each is complete as soon as it ends.
-            reader = hub().attach(
+            (index, source, start, hub().attach(
                 source, self._chunking, start, self._stop_file, self._release_by_window
-            )
+            ))
+            for index, (source, start) in enumerate(zip(self._groups[group], position.streams))
+            if start is not None
+        ]
+        group_release = self._group_release(readers)
+        for index, source, start, reader in readers:
             seq = start.next_seq
-            release_before = self._release_before(reader)
+            release_before = self._release_before(reader, group_release)
             while True:
                 chunk: Chunk | None = reader.chunk(seq)
                 if chunk is None or (
@@ -397,19 +400,32 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             time.sleep(_BOUNDED_IDLE_PAUSE_SECONDS)
         tracker.defer_remainder(Duration.of(self._poll_seconds))
 
-    def _release_before(self, reader: StreamReader) -> int | None:
+    def _group_release(self, readers: list) -> int | None:
+        """With windowed release: the start (µs) of the earliest window some stream of the group
+        has not closed yet. A window is released for the whole group at once, so a sink that
+        writes files of many streams (layout: many_streams) gets each window of the group in
+        one bundle, not spread over the polls in which its streams happened to close it."""
+        if self._window_micros is None:
+            return None
+        horizons = [event_micros(reader.horizon()) for *_, reader in readers if not reader.ended()]
+        if not horizons:
+            return None
+        horizon = min(horizons)
+        return horizon - horizon % self._window_micros
+
+    def _release_before(self, reader: StreamReader, group_release: int | None) -> int | None:
         """Chunks with event times (µs) from this on stay in the reader for now; None: none.
 
-        Without windowed release, none stay. With it, a chunk leaves once its window has closed for
-        its stream (nothing cut later can fall into it), so a stream's window reaches the sinks
-        in one bundle and a sink can write it as one file without a shuffle.
+        Without windowed release, none stay. With it, a chunk leaves once its window has closed
+        for every stream of its group (nothing cut later can fall into it), so a stream's window
+        reaches the sinks in one bundle and a sink can write it as one file without a shuffle.
+        A stream holding over _MAX_HELD_BYTES hands over what it has.
         """
-        if self._window_micros is None or reader.ended():
+        if group_release is None or reader.ended():
             return None
         if reader.retained_bytes() > _MAX_HELD_BYTES:
             return None
-        horizon = event_micros(reader.horizon())
-        return horizon - horizon % self._window_micros
+        return group_release
 
 
 class _ReadUnboundedStreamFn(_ReadStreamFn):
