@@ -401,17 +401,13 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         tracker.defer_remainder(Duration.of(self._poll_seconds))
 
     def _group_release(self, readers: list) -> int | None:
-        """With windowed release: the start (µs) of the earliest window some stream of the group
-        has not closed yet. A window is released for the whole group at once, so a sink that
-        writes files of many streams (layout: many_streams) gets each window of the group in
-        one bundle, not spread over the polls in which its streams happened to close it."""
-        if self._window_micros is None:
-            return None
-        horizons = [event_micros(reader.horizon()) for *_, reader in readers if not reader.ended()]
-        if not horizons:
-            return None
-        horizon = min(horizons)
-        return horizon - horizon % self._window_micros
+        """With windowed release: the start (µs) of the earliest window a stream of the group
+        has not closed yet. Released for the whole group at once, a window of many streams
+        reaches a sink (layout: many_streams) in one bundle, not over several polls."""
+        horizons = self._window_micros and [
+            event_micros(reader.horizon()) for *_, reader in readers if not reader.ended()
+        ]
+        return min(horizons) - min(horizons) % self._window_micros if horizons else None
 
     def _release_before(self, reader: StreamReader, group_release: int | None) -> int | None:
         """Chunks with event times (µs) from this on stay in the reader for now; None: none.
@@ -421,9 +417,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         reaches the sinks in one bundle and a sink can write it as one file without a shuffle.
         A stream holding over _MAX_HELD_BYTES hands over what it has.
         """
-        if group_release is None or reader.ended():
-            return None
-        if reader.retained_bytes() > _MAX_HELD_BYTES:
+        if reader.ended() or reader.retained_bytes() > _MAX_HELD_BYTES:
             return None
         return group_release
 
