@@ -59,8 +59,8 @@ def _sorted_once(chunks) -> list[Chunk]:
     bytes as the first (a seq always comes with the same payload)."""
     rows = sorted(chunks, key=lambda chunk: (chunk.stream_id, chunk.seq))
     return [
-        row for index, row in enumerate(rows)
-        if index == 0 or (row.stream_id, row.seq) != (rows[index - 1].stream_id, rows[index - 1].seq)
+        row for row, before in zip(rows, [None, *rows])
+        if before is None or (row.stream_id, row.seq) != (before.stream_id, before.seq)
     ]
 
 

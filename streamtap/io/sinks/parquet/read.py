@@ -37,7 +37,8 @@ from streamtap.errors import RunError
 from streamtap.io.sinks.parquet.storage import is_remote, max_seq, remote_root, split_location
 
 __all__ = [
-    "RemoteFile", "capture_end", "capture_ends", "capture_files", "layouts_in", "read_parquet_chunks",
+    "RemoteFile", "capture_end", "capture_ends", "capture_files", "layouts_in",
+    "read_parquet_chunks",
 ]
 
 # Rows per batch read from a file: 64 chunks of at most 64 KiB by default (4 MiB).

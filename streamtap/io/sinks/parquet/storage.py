@@ -44,10 +44,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
-    "STALE_TEMPORARY_SECONDS", "file_location", "fsync", "shared_file_location", "is_remote", "is_temporary_name",
+    "STALE_TEMPORARY_SECONDS", "file_location", "fsync", "is_remote", "is_temporary_name",
     "make_directory", "max_seq", "open_for_writing", "publish", "remote_root",
-    "remove_stale_temporaries", "split_location", "temporary_name", "unlink_quietly",
-    "write_back",
+    "remove_stale_temporaries", "shared_file_location", "split_location", "temporary_name",
+    "unlink_quietly", "write_back",
 ]
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ Two ways of grouping chunks into files (the sink's `files`):
   release_by_window): no shuffle. The writer runs fused right after the reading step, where each
   stream's chunks pass in seq order (one stream is read by one SDF element); it collects them per
   (stream, window) and writes a file when a chunk of another window of that stream arrives, when
-  a file reaches the sink's target_file_size, and at the end of the bundle for what is left: one file per
-  window and stream, more for a stream whose window is handed over in pieces (faster than
+  a file reaches the sink's target_file_size, and at the end of the bundle for what is left: one
+  file per window and stream, more for a stream whose window is handed over in pieces (faster than
   ~32 MiB per window) or split by a checkpoint. When a bundle ends with many small files (a
   window of many streams closing), helper processes write them (writer_processes.py).
   `verify`, `reassemble` and resume read any number of files per window.
@@ -48,7 +48,13 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
 from streamtap.io.sinks.activity import run_token
-from streamtap.io.sinks.parquet.format import SCHEMA, WRITE_OPTIONS, chunk_columns, chunk_table, codec
+from streamtap.io.sinks.parquet.format import (
+    SCHEMA,
+    WRITE_OPTIONS,
+    chunk_columns,
+    chunk_table,
+    codec,
+)
 from streamtap.io.sinks.parquet.many_streams import WriteBundleOfStreamsFn, WriteWindowOfStreamsFn
 from streamtap.io.sinks.parquet.publishing import QueuedFile
 from streamtap.io.sinks.parquet.storage import (
@@ -96,11 +102,11 @@ class WriteChunksToParquet(beam.PTransform):
         """
         Args:
           sink: the ParquetSink whose options to write with (path, compression, files, layout,
-            target_file_size: every
-            option lives there; it is validated here, without I/O, and ValueError lists every
-            problem). 'auto' files: input that comes a whole window at a time is written in
-            files per bundle, without a shuffle; other input per window. 'per_window': always
-            one file per window and stream, after a GroupByKey.
+            target_file_size: every option lives there; it is validated here, without I/O, and
+            ValueError lists every problem). 'auto' files: input that comes a whole window at a
+            time is written in files per bundle, without a shuffle; other input per window.
+            'per_window': always after a GroupByKey. layout: per_stream, a file per window and
+            stream; many_streams, files of every stream of a window (many_streams.py).
           whole_windows: the input comes a whole window of a stream at a time, in seq order per
             stream (ReadStreams' release_by_window, or one bundle of generated chunks), so files
             per bundle are files per window.

@@ -71,7 +71,8 @@ def test_a_window_of_many_streams_becomes_few_files_sorted_by_stream_and_seq(tmp
     # 40 streams x 6 chunks of 4 KiB, arriving interleaved: 960 KiB in the window.
     chunks = [
         _chunk(stream_id, seq, 4 * _KiB, DAY + seq)
-        for seq in range(6) for stream_id in reversed(streams)
+        for seq in range(6)
+        for stream_id in reversed(streams)
     ]
     written = _write_window(tmp_path, chunks + chunks[:5], DAY, target=256 * _KiB)  # 5 redelivered
 
@@ -96,7 +97,9 @@ def test_a_window_of_many_streams_becomes_few_files_sorted_by_stream_and_seq(tmp
 
 
 def test_a_stream_read_alone_skips_row_groups_that_cannot_hold_it(tmp_path):
-    chunks = [_chunk(f"s{i:02d}", seq, 256 * _KiB, DAY + seq) for i in range(20) for seq in range(4)]
+    chunks = [
+        _chunk(f"s{i:02d}", seq, 256 * _KiB, DAY + seq) for i in range(20) for seq in range(4)
+    ]
     [path] = _write_window(tmp_path, chunks, DAY, target=64 * 2**20)
     metadata = pq.ParquetFile(path).metadata
     assert metadata.num_row_groups >= 4  # row groups of ~4 MiB, each a few streams
@@ -114,18 +117,29 @@ def test_resume_finds_each_streams_end_in_the_newest_window_that_holds_it(tmp_pa
 
 
 def _tcp_capture(location: str, streams: dict[str, bytes], **sink) -> str:
-    feeders = {stream_id: TcpFeeder(data, piece=8192, pause=0.01) for stream_id, data in streams.items()}
+    feeders = {
+        stream_id: TcpFeeder(data, piece=8192, pause=0.01) for stream_id, data in streams.items()
+    }
     try:
-        return capture({
-            "sources": [
-                feeders[stream_id].source(stream_id, max_bytes=len(data))
-                for stream_id, data in streams.items()
-            ],
-            "chunk": {"max_bytes": 8192, "max_seconds": 1.0},
-            "window_seconds": 1,
-            "sinks": [{"type": "parquet", "path": location, "compression": "zstd",
-                       "layout": "many_streams", **sink}],
-        })
+        return capture(
+            {
+                "sources": [
+                    feeders[stream_id].source(stream_id, max_bytes=len(data))
+                    for stream_id, data in streams.items()
+                ],
+                "chunk": {"max_bytes": 8192, "max_seconds": 1.0},
+                "window_seconds": 1,
+                "sinks": [
+                    {
+                        "type": "parquet",
+                        "path": location,
+                        "compression": "zstd",
+                        "layout": "many_streams",
+                        **sink,
+                    }
+                ],
+            }
+        )
     finally:
         for feeder in feeders.values():
             feeder.close()
@@ -146,7 +160,9 @@ def test_a_capture_of_several_streams_round_trips_and_a_second_run_resumes(files
     more = {"tcp0": os.urandom(50_000), "tcp3": os.urandom(30_000)}
     output = _tcp_capture(str(tmp_path), more, target_file_size="64KiB", files=files)
     first = streams["tcp0"]
-    assert f"tcp0: continuing the capture at seq {-(-len(first) // 8192)}, byte {len(first)}" in output
+    assert (
+        f"tcp0: continuing the capture at seq {-(-len(first) // 8192)}, byte {len(first)}" in output
+    )
     assert stream_bytes(str(tmp_path), "tcp0") == first + more["tcp0"]
     assert stream_bytes(str(tmp_path), "tcp3") == streams["tcp3"] + more["tcp3"]
     assert_verified(str(tmp_path), streams=4)
@@ -155,15 +171,19 @@ def test_a_capture_of_several_streams_round_trips_and_a_second_run_resumes(files
 def test_the_layout_and_target_size_are_checked_where_declared():
     def errors(**sink):
         try:
-            parse_config({
-                "sources": [{"id": "a", "type": "synthetic"}],
-                "sinks": [{"type": "parquet", "path": "/tmp/x", **sink}],
-            })
+            parse_config(
+                {
+                    "sources": [{"id": "a", "type": "synthetic"}],
+                    "sinks": [{"type": "parquet", "path": "/tmp/x", **sink}],
+                }
+            )
         except Exception as error:  # noqa: BLE001 - the message is the test
             return str(error)
         return ""
 
-    assert "layout: must be one of per_stream, many_streams, got 'shared'" in errors(layout="shared")
+    assert "layout: must be one of per_stream, many_streams, got 'shared'" in errors(
+        layout="shared"
+    )
     assert "target_file_size" in errors(target_file_size="1KiB")
     assert "target_file_size" in errors(target_file_size="lots")
     assert errors(layout="many_streams", target_file_size="256MiB") == ""
@@ -180,7 +200,10 @@ def test_tcp_and_http_round_trip_through_hdfs_and_s3_in_the_many_streams_layout(
         _capture_tcp_and_http(location, tcp, web, **layout)
         listed = list(dfs_ls(hdfs, location.removeprefix(hdfs.url)))
     else:
-        endpoint, bucket = request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket")
+        endpoint, bucket = (
+            request.getfixturevalue("s3_endpoint"),
+            request.getfixturevalue("s3_bucket"),
+        )
         location = f"s3://{bucket}/many"
         reading = f"{location}?endpoint_url={endpoint}"
         _capture_tcp_and_http(location, tcp, web, endpoint_url=endpoint, **layout)
@@ -205,16 +228,21 @@ def test_a_capture_is_not_written_into_a_directory_of_the_other_layout(tmp_path)
     per_stream.mkdir(parents=True)
 
     def preflight(path, layout):
-        config = parse_config({
-            "sources": [{"id": "a", "type": "tcp", "address": "127.0.0.1:9"}],
-            "sinks": [{"type": "parquet", "path": str(path), "layout": layout}],
-        })
+        config = parse_config(
+            {
+                "sources": [{"id": "a", "type": "tcp", "address": "127.0.0.1:9"}],
+                "sinks": [{"type": "parquet", "path": str(path), "layout": layout}],
+            }
+        )
         return config.sinks[0].preflight(config)
 
     assert preflight(tmp_path / "many", "many_streams") == []
     assert preflight(tmp_path / "per", "per_stream") == []
     assert preflight(tmp_path / "new", "many_streams") == []
     [problem] = preflight(tmp_path / "many", "per_stream")
-    assert "holds a capture in the many_streams layout; write layout: per_stream to another path" in problem
+    assert (
+        "holds a capture in the many_streams layout; write layout: per_stream to another path"
+        in problem
+    )
     [problem] = preflight(tmp_path / "per", "many_streams")
     assert "holds a capture in the per_stream layout" in problem
