@@ -148,6 +148,7 @@ SCENARIOS["startup"] = {
     "chunk_max_seconds": 1.0,
     "idle_streams": [1, 100, 1000],  # 1 stands in for 0: a capture needs a source
     "idle_seconds": 45,
+    "repeats": 1,  # each measurement runs once
 }
 
 QUICK: dict[str, dict] = {

@@ -72,6 +72,7 @@ def _summary_rows(results: dict) -> list[list[str]]:
                          + "".join(f" ({k[5:]} ✗)" for k in ("pass_cpu", "pass_rss", "pass_latency", "pass_gaps")
                                    if run.get(k) is False),
                          _loads(r) if index == 0 else f"{run['load_average_1m']}"])
+    rows += report_issue19.summary_rows(results)  # 2b, 2c
     r = results.get("kafka_producer")
     if r and "error" not in r["result"]:
         res = r["result"]
@@ -107,7 +108,6 @@ def _summary_rows(results: dict) -> list[list[str]]:
     r = results.get("flink_scaling")
     if r and "error" not in r["result"]:
         rows += _flink_summary_rows(r)
-    rows += report_issue19.summary_rows(results)
     for name, r in results.items():
         if "error" in r["result"]:
             rows.append([name, "error", r["result"]["error"][:120], "–", "–", "**error**", _loads(r)])

@@ -44,7 +44,9 @@ def summary_rows(results: dict) -> list[list[str]]:
             f"{_f(rss.get('fixed'), 0)} MiB + {_f(rss.get('per_stream'), 3)} MiB per stream; "
             f"N={top['streams']}: p99 {_f(top.get('latency_steady_p99_s'))} s, {_f(top['peak_rss_mib'], 0)} MiB",
             f"asyncio floor {_f(floor.get('fixed'), 3)} + {_per_1000(floor)} cores per 1,000",
-            f"× floor by N: {ratios}", "≤ 1.5× floor", "(reported)", _loads(r)])
+            f"× floor by N: {ratios}", "≤ 1.5× floor",
+            "**pass**" if all(x.get("pass_floor") for x in res["runs"]) else "**miss** (floor ratio)",
+            _loads(r)])
     r = results.get("startup")
     if r and "error" not in r["result"]:
         res = r["result"]

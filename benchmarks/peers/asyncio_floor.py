@@ -115,7 +115,9 @@ def measure_floor(station, streams: int, seconds: float, workdir: Path, warmup: 
     return {
         "cpu_cores_steady": round(result.steady_cpu_cores, 3) if result.steady_cpu_cores else None,
         "peak_rss_mib": round(result.peak_rss_bytes / 2**20, 1),  # sampled every 0.5 s, like streamtap's
-        "ru_maxrss_mib": own.get("max_rss_mib"),  # the kernel's high-water mark (connect bursts)
+        # getrusage's high-water mark: on Linux it keeps the forking parent's (the benchmark's)
+        # RSS across exec, so it is no measure of the floor; kept only for reference.
+        "ru_maxrss_mib": own.get("max_rss_mib"),
         "seconds": round(result.seconds, 1),
         "bytes_per_second": round(own["bytes"] / result.seconds) if own.get("bytes") else None,
         "streams_with_data": own.get("streams_with_data"),
