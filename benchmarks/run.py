@@ -1,6 +1,7 @@
 """`python -m benchmarks` / `benchmarks/run.py`: runs the scenarios, writes results, BENCHMARKS.md.
 
-    .venv/bin/python -m benchmarks                     # every scenario, full mode (~30 min)
+    .venv/bin/python -m benchmarks                     # every scenario, full mode (~1 h: cost_curve ~25 min)
+    .venv/bin/python -m benchmarks --scenario cost_curve --scenario startup   # issue #19
     .venv/bin/python -m benchmarks --quick             # every scenario, short and once (~5 min)
     .venv/bin/python -m benchmarks --scenario parquet_tcp --scenario kafka_producer
     .venv/bin/python -m benchmarks --report-only       # regenerate BENCHMARKS.md and the plot
