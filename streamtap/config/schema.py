@@ -138,8 +138,10 @@ class ReadSettings:
     poll_seconds: float | None = doc(
         "How often a group hands its new chunks to the runner, in seconds. Longer polls cost "
         "less CPU and add up to this much latency. Default: chunk.max_seconds, at most 1 s "
-        "(polling faster mostly finds no new chunk); 0.2 s when chunks are held until their "
-        "window closes (Parquet-only captures), so windows are written soon after they close.",
+        "(polling faster mostly finds no new chunk); when chunks are held until their window "
+        "closes (Parquet-only captures), every 1 s mid-window, just after each window ends and "
+        "every 0.2 s until every stream of the group closed it, so windows are written soon "
+        "after they close.",
         None,
         min=0.001,
         max=60,

@@ -33,6 +33,7 @@ from streamtap.chunk import Chunk
 from streamtap.config import ChunkSettings, ReadSettings, SourceConfig, range_errors
 from streamtap.io.cutting import event_micros
 from streamtap.io.hub import hub, mark_ended
+from streamtap.io.polling import PollSchedule
 from streamtap.io.ratewatch import LOW, OK, STALLED
 from streamtap.io.reader import StreamPosition, StreamReader
 
@@ -123,16 +124,6 @@ class _GroupPositionCoder(beam.coders.Coder):
 
     def is_deterministic(self) -> bool:
         return False
-
-
-def default_poll_seconds(chunking: ChunkSettings, release_by_window: float | None) -> float:
-    """read.poll_seconds when not set (see there)."""
-    if release_by_window:
-        # Windows are handed over at the first poll after they close; their files are due then.
-        return 0.2
-    # Measured at 100 radio streams to Kafka on Prism: 0.2 s -> 1 s polls took the capture from
-    # 0.26 to 0.16 cores; a faster poll than chunks are cut mostly finds nothing new.
-    return min(1.0, chunking.max_seconds)
 
 
 class _GroupTracker(RestrictionTracker):
@@ -293,9 +284,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         self._release_by_window = release_by_window
         self._window_micros = int(release_by_window * 1e6) if release_by_window else None
         self._chunking = chunking
-        self._poll_seconds = reading.poll_seconds or default_poll_seconds(
-            chunking, release_by_window
-        )
+        self._polls = PollSchedule(reading.poll_seconds, chunking, release_by_window)
         self._per_stream_metrics = per_stream_metrics(reading, sum(map(len, self._groups)))
         self._start_positions = dict(start_positions)
         self._stop_file = stop_file
@@ -398,7 +387,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             # the delay: without a pause a group waiting for data spins a core. A short one: a
             # fast stream's reader fills its buffer in a fraction of a poll.
             time.sleep(_BOUNDED_IDLE_PAUSE_SECONDS)
-        tracker.defer_remainder(Duration.of(self._poll_seconds))
+        tracker.defer_remainder(Duration.of(self._polls.next(group_release)))
 
     def _group_release(self, readers: list) -> int | None:
         """With windowed release: the start (µs) of the earliest window a stream of the group
