@@ -166,6 +166,9 @@ class RateWatch:
             else:
                 self._since, self._since_bytes = base_time, base_bytes
         self.state = state
+        if state == before == OK:  # the common case: no Shortfall to build (4,000 a second at
+            self.shortfall = None  # 1,000 streams, each a frozen dataclass)
+            return None
         shortfall = self._shortfall(now, total_bytes, state if state != OK else before)
         self.shortfall = shortfall if state != OK else None
         if state == before:
