@@ -589,3 +589,39 @@ def test_describe_and_repr_hide_credentials_query_values_and_header_values():
     assert source.connector().describe() == "https://***@radio.example:8443/live?q=***&t=***#***"
     for secret in ("dj", "secret", "tok", "key123", "q=1"):
         assert secret not in repr(source) and secret not in source.connector().describe()
+
+
+# --- many streams of one server ------------------------------------------------------------------
+
+
+def test_streams_of_one_server_open_at_most_32_connections_at_once_and_all_get_through():
+    """Icecast's listen backlog is 5: thousands of streams connecting at once overflowed it.
+    Here every stream waits for a head that takes 0.2 s; at most 32 are being opened at once."""
+    from streamtap.io.sources.http.client import HttpClient
+    from streamtap.io.sources.http.connection import OPENINGS_PER_SERVER
+
+    waiting = 0
+    most_waiting = 0
+
+    async def slow_head(request, writer) -> None:
+        nonlocal waiting, most_waiting
+        waiting += 1
+        most_waiting = max(most_waiting, waiting)
+        await asyncio.sleep(0.2)
+        waiting -= 1
+        writer.write(head(headers={"Content-Length": "2"}) + b"ok")
+        await writer.drain()
+
+    async def main() -> list[bytes]:
+        async with LoopbackServer(slow_head) as server:
+
+            async def one(i: int) -> bytes:
+                async with HttpClient(server.url(f"/s{i}")).get() as (conn, _):
+                    return await conn.read_exactly(2)
+
+            return await asyncio.gather(*(one(i) for i in range(100)))
+
+    bodies = asyncio.run(main())
+    assert bodies == [b"ok"] * 100
+    assert OPENINGS_PER_SERVER == 32
+    assert 16 <= most_waiting <= OPENINGS_PER_SERVER

@@ -24,6 +24,7 @@ from streamtap.io.sources.http.connection import (
     MAX_HEAD_BYTES,
     Connection,
     Target,
+    opening_slot,
     os_error_text,
     url_problem,
     within,
@@ -127,13 +128,9 @@ class HttpClient:
         target = first
         chain = [first]
         while True:
-            conn = await self._connect(target)
+            conn, head = await self._open(target, target.origin == first.origin)
             clean = False
             try:
-                await conn.send(
-                    self._request(target, send_credentials=target.origin == first.origin)
-                )
-                head = await self._response_head(conn)
                 if head.status in _REDIRECT_STATUSES:
                     target = self._follow(head, target, chain)
                     clean = True
@@ -145,6 +142,19 @@ class HttpClient:
                 return
             finally:
                 conn.close(abort=not clean)
+
+    async def _open(self, target: Target, send_credentials: bool) -> tuple[Connection, Head]:
+        """Connects, sends the request and reads the response head: at most
+        OPENINGS_PER_SERVER of these at once per server in this process (opening_slot), the
+        rest wait their turn (not counted in connect_timeout)."""
+        async with opening_slot(target.address):
+            conn = await self._connect(target)
+            try:
+                await conn.send(self._request(target, send_credentials))
+                return conn, await self._response_head(conn)
+            except BaseException:
+                conn.close(abort=True)
+                raise
 
     async def _response_head(self, conn: Connection) -> Head:
         """The response head, within connect_timeout (and read_timeout between bytes).
