@@ -34,6 +34,8 @@ SCENARIOS: dict[str, dict] = {
         "window_seconds": 10.0,
         "chunk_max_seconds": 1.0,
         "chunk_align": "none",  # chunk.align; --set live_icecast.chunk_align=auto measures its cost
+        # Extra keys of the Parquet sink, e.g. --set 'live_icecast.sink={"layout": "many_streams"}'.
+        "sink": {},
         # When N streams miss a target, these smaller counts are tried (one run each, step_seconds).
         "fallback_streams": [500, 350, 250, 100],
         "step_seconds": 60,
@@ -151,6 +153,17 @@ SCENARIOS["startup"] = {
     "repeats": 1,  # each measurement runs once
 }
 
+# Issue #18: files per hour and write CPU of the Parquet layouts, 1,000 slow synthetic streams
+# (8,000 int16 samples/s each: 128 kbit/s), 10 s windows, a target below a window's 160 MB.
+SCENARIOS["parquet_layouts"] = {
+    "title": "1,000 slow streams to Parquet: per-stream and many-streams layouts",
+    "streams": 1000,
+    "window_seconds": 10.0,
+    "seconds": 90,
+    "target_file_size": 40 * MIB,
+    "repeats": 2,
+}
+
 QUICK: dict[str, dict] = {
     "parquet_tcp": {"total_bytes": 192 * MIB, "profile": False},
     "live_icecast": {"streams": 100, "seconds": 60, "fallback_streams": [], "profile_seconds": 15},
@@ -161,6 +174,7 @@ QUICK: dict[str, dict] = {
     "kinesis_put": {"records": 600},
     "cost_curve": {"streams_list": [100, 500, 1000], "seconds": 45, "profile_seconds": 10,
                    "budget_seconds": 900},
+    "parquet_layouts": {"streams": 200, "seconds": 40, "target_file_size": 8 * MIB},
     "startup": {"startup_streams": 100, "startup_seconds": 25, "idle_streams": [1, 100],
                 "idle_seconds": 25},
 }

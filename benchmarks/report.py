@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks import report_issue19
+from benchmarks import report_issue19, report_layouts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ANALYSIS = ROOT / "benchmarks" / "analysis.md"
 OUTPUT = ROOT / "BENCHMARKS.md"
 ORDER = ["parquet_tcp", "live_icecast", "kafka_producer", "alternatives", "sensors_kafka", "flink_scaling",
-         "cost_curve", "startup"]
+         "cost_curve", "startup", "parquet_layouts"]
 
 
 def _load() -> dict[str, dict]:
@@ -73,6 +73,7 @@ def _summary_rows(results: dict) -> list[list[str]]:
                                    if run.get(k) is False),
                          _loads(r) if index == 0 else f"{run['load_average_1m']}"])
     rows += report_issue19.summary_rows(results)  # 2b, 2c
+    rows += report_layouts.summary_rows(results)  # 9
     r = results.get("kafka_producer")
     if r and "error" not in r["result"]:
         res = r["result"]
@@ -518,6 +519,8 @@ def _details(results: dict) -> str:
             parts.append(_flink_details(r))
         elif name in ("cost_curve", "startup"):
             parts.append(report_issue19.details(name, r))
+        elif name == "parquet_layouts":
+            parts.append(report_layouts.details(r))
         parts.append("")
     return "\n".join(parts)
 

@@ -33,7 +33,7 @@ from benchmarks.measure import load_average, machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = ["parquet_tcp", "live_icecast", "kafka_producer", "alternatives", "sensors_kafka", "flink_scaling",
-         "kinesis_put", "cost_curve", "startup"]
+         "kinesis_put", "cost_curve", "startup", "parquet_layouts"]
 
 
 def log(message: str) -> None:
