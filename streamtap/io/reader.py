@@ -30,6 +30,7 @@ from typing import NamedTuple
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.errors import PermanentSourceError, SourceError
+from streamtap.io import alarms
 from streamtap.io.connector import Connector
 from streamtap.io.cutting import ChunkCutter
 from streamtap.io.framing import aligner_choice
@@ -47,7 +48,7 @@ _RATE_LOGGER = logging.getLogger("streamtap.ratewatch")
 _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
 # Readers are checked for their deadline and stop requests every TICK_SECONDS, all of a loop at
 # once (streamtap.io.ticking). Cuts on time do not wait for it: each chunk being filled has a
-# timer for when it is due (see write()).
+# timer for when it is due (see write(); streamtap.io.alarms).
 _TICK_SECONDS = TICK_SECONDS
 
 
@@ -157,7 +158,7 @@ class StreamReader:
         self._task: asyncio.Task | None = None
         self._session_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._cut_timer: asyncio.TimerHandle | None = None
+        self._cut_armed = False  # a cut timer is set (streamtap.io.alarms)
         self._writing = False
         self._idle_watermark = 0.0
         # The next seq the SDF emits (set by watermark()); the hub's min_watermark() uses it.
@@ -275,8 +276,9 @@ class StreamReader:
         cutter = self._cutter
         now = time.time()
         self.stats.bytes += cutter.write(data, now, whole)
-        if cutter.pending and self._cut_timer is None and self._loop is not None:
-            self._cut_timer = self._loop.call_later(cutter.due_at() - now, self._on_cut_timer)
+        if cutter.pending and not self._cut_armed and self._loop is not None:
+            self._cut_armed = True
+            alarms.call_later(self._loop, cutter.due_at() - now, self._on_cut_timer)
         if cutter.limit_reached:
             self._stopping = True
         if self._stopping:
@@ -284,13 +286,14 @@ class StreamReader:
 
     def _on_cut_timer(self) -> None:
         """Cuts the pending chunk once it is due (re-arms for a younger one)."""
-        self._cut_timer = None
+        self._cut_armed = False
         cutter = self._cutter
         if not cutter.pending or self._finished:
             return
         now = time.time()
         if not cutter.cut_if_due(now):
-            self._cut_timer = self._loop.call_later(cutter.due_at() - now, self._on_cut_timer)
+            self._cut_armed = True
+            alarms.call_later(self._loop, cutter.due_at() - now, self._on_cut_timer)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._cutter.set_tags(tags)

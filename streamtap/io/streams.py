@@ -17,13 +17,10 @@ drops are never hidden: the next chunk is marked `discontinuity`.
 from __future__ import annotations
 
 import math
-import pickle
 import time
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import apache_beam as beam
-from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
@@ -32,16 +29,19 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from streamtap.chunk import Chunk
 from streamtap.config import ChunkSettings, ReadSettings, SourceConfig, range_errors
 from streamtap.io.cutting import event_micros
-from streamtap.io.hub import hub, mark_ended
+from streamtap.io.group_restriction import (
+    END_OF_STREAM,
+    GroupPosition,
+    GroupPositionCoder,
+    GroupTracker,
+)
+from streamtap.io.hub import hub, mark_ended, stop_requested
 from streamtap.io.polling import PollSchedule
 from streamtap.io.ratewatch import LOW, OK, STALLED
 from streamtap.io.reader import StreamPosition, StreamReader
 
-__all__ = ["GroupPosition", "ReadStreams", "group_streams", "per_stream_metrics"]
+__all__ = ["ReadStreams", "group_streams", "per_stream_metrics"]
 
-# Claimed (as (index, END_OF_STREAM)) when a stream of the group has finished: EOF, deadline,
-# byte limit or stop.
-END_OF_STREAM = "end-of-stream"
 # The watermark of a finished group: 9999-12-31, beyond any event time, below Beam's maximum.
 _MAX_EVENT_TIME = 253402300799.0
 # Default grouping: at most this many streams per group (and one group per parallel reader).
@@ -80,136 +80,6 @@ def per_stream_metrics(reading: ReadSettings, streams: int) -> bool:
     return reading.per_stream_metrics
 
 
-@dataclass(frozen=True)
-class GroupPosition:
-    """The restriction of one group: each stream's position, None for a finished stream."""
-
-    streams: tuple[StreamPosition | None, ...]
-
-
-class _GroupPositionCoder(beam.coders.Coder):
-    """A group's restriction as a version byte and one pickle of plain tuples.
-
-    It travels to the runner and back at every poll (Beam's default coder walks the tuple in
-    Python, one stream position at a time), and it is what a Flink savepoint holds: the version
-    byte lets a later release restore a savepoint of this one. Format 1: the byte 0x01, then a
-    pickle of a list with, per stream, None (finished) or the StreamPosition fields in order; a
-    release that adds fields appends them, and older tuples decode with the new fields'
-    defaults. Bytes that start with 0x80 (a pickle's own first byte) are the unversioned format
-    of releases up to 0.1.0 (the same list without the version byte).
-    """
-
-    VERSION = 1
-
-    def encode(self, position: GroupPosition) -> bytes:
-        plain = [None if stream is None else tuple(stream) for stream in position.streams]
-        return b"\x01" + pickle.dumps(plain, pickle.HIGHEST_PROTOCOL)
-
-    def decode(self, encoded: bytes) -> GroupPosition:
-        version = encoded[0]
-        if version == 0x80:  # unversioned: 0.1.0 and before
-            body = encoded
-        elif version == self.VERSION:
-            body = encoded[1:]
-        else:
-            raise ValueError(
-                f"restriction format {version} is newer than this streamtap release reads "
-                f"(format {self.VERSION}): restore the savepoint with the release that wrote it"
-            )
-        return GroupPosition(
-            tuple(
-                None if stream is None else StreamPosition(*stream) for stream in pickle.loads(body)
-            )
-        )
-
-    def is_deterministic(self) -> bool:
-        return False
-
-
-class _GroupTracker(RestrictionTracker):
-    """Claims chunks stream by stream, each stream in seq order; splits only as a checkpoint."""
-
-    def __init__(self, position: GroupPosition, bounded: bool):
-        self._position = position
-        self._bounded = bounded
-        # Per stream: (next seq, next offset) claimed so far, or None once its end was claimed.
-        self._next: list[tuple[int, int] | None] = [
-            None if p is None else (p.next_seq, p.next_offset) for p in position.streams
-        ]
-        self._claimed = 0
-        self._checkpointed = False
-
-    def current_restriction(self) -> GroupPosition:
-        return self._position
-
-    def try_claim(self, position) -> bool:
-        if self._checkpointed:
-            return False
-        index, what = position[0], position[1]
-        claimed = self._next[index]
-        if claimed is None:
-            raise ValueError(f"claimed {position} of stream {index}, which has finished")
-        if what == END_OF_STREAM:
-            self._next[index] = None
-            return True
-        seq, end_offset = what, position[2]
-        if seq != claimed[0]:
-            raise ValueError(f"stream {index}: claimed seq {seq}, expected {claimed[0]}")
-        self._next[index] = (seq + 1, end_offset)
-        self._claimed += 1
-        return True
-
-    def all_finished(self) -> bool:
-        return all(claimed is None for claimed in self._next)
-
-    def try_split(self, fraction_of_remainder):
-        # A stream has no "half of the rest": only checkpoint splits (fraction 0) make sense.
-        if self.all_finished() or self._checkpointed or fraction_of_remainder > 0:
-            return None
-        self._checkpointed = True
-        # This runs for every stream of the group at every poll: at 1,000 streams building the
-        # positions was ~9% of the SDK worker's time. A stream that claimed nothing keeps its
-        # position object as the residual (most streams, most polls, with whole windows).
-        primary, residual = [], []
-        for start, claimed in zip(self._position.streams, self._next):
-            if start is None or claimed is None:
-                primary.append(start)
-                residual.append(None)
-                continue
-            next_seq, next_offset = claimed
-            primary.append(
-                StreamPosition(start.next_seq, start.next_offset, start.deadline, next_seq,
-                               start.end_offset)
-            )
-            if next_seq == start.next_seq and start.stop_seq is None:
-                residual.append(start)
-            else:
-                residual.append(
-                    StreamPosition(next_seq, next_offset, start.deadline, None, start.end_offset)
-                )
-        self._position = GroupPosition(tuple(primary))
-        return self._position, GroupPosition(tuple(residual))
-
-    def check_done(self) -> None:
-        if not (self.all_finished() or self._checkpointed):
-            raise ValueError(
-                f"group restriction {self._position} ended without finishing or checkpointing"
-            )
-
-    def current_progress(self) -> RestrictionProgress:
-        # A fraction, not completed/remaining counts: the SDK replaces `completed` by the bytes
-        # output so far in the bundle, an estimate that is NaN while the bundle's first output
-        # is being counted (element count updated, size not yet). A split request landing then
-        # failed on NaN and took the capture down (seen at 1,000 streams on Prism); a fraction
-        # and a remaining amount are used as they are.
-        if self.all_finished() or self._checkpointed:
-            return RestrictionProgress(fraction=1.0, remaining=0)
-        return RestrictionProgress(fraction=self._claimed / (self._claimed + 1), remaining=1)
-
-    def is_bounded(self) -> bool:
-        return self._bounded
-
-
 class _StreamCounters:
     """Beam counters: totals (`bytes`, ...) always, `<id>.bytes` etc. when per stream.
 
@@ -237,11 +107,14 @@ class _StreamCounters:
                 }
             counters[name].inc(value)
 
-    def count_chunk(self, chunk: Chunk) -> None:
-        self.inc(chunk.stream_id, "bytes", len(chunk.payload))
-        self.inc(chunk.stream_id, "chunks")
-        if chunk.discontinuity:
-            self.inc(chunk.stream_id, "discontinuities")
+    def count_chunks(self, stream_id: str, chunks: int, payload_bytes: int,
+                     discontinuities: int) -> None:
+        """What one poll emitted of a stream (counted once per poll: a window of 1,000 streams
+        is 10,000 chunks in one bundle, and each counter update costs)."""
+        self.inc(stream_id, "bytes", payload_bytes)
+        self.inc(stream_id, "chunks", chunks)
+        if discontinuities:
+            self.inc(stream_id, "discontinuities", discontinuities)
 
     def report_reader(self, reader: StreamReader) -> None:
         # Reconnects and errors happen on the reader's thread; counters move only in process().
@@ -307,10 +180,10 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         return GroupPosition(tuple(positions))
 
     def restriction_coder(self) -> beam.coders.Coder:
-        return _GroupPositionCoder()
+        return GroupPositionCoder()
 
-    def create_tracker(self, position: GroupPosition) -> _GroupTracker:
-        return _GroupTracker(position, self._bounded)
+    def create_tracker(self, position: GroupPosition) -> GroupTracker:
+        return GroupTracker(position, self._bounded)
 
     def split(self, group, position) -> Iterable[GroupPosition]:
         yield position
@@ -347,21 +220,30 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             if start is not None
         ]
         group_release = self._group_release(readers)
+        held_bytes = 0  # the most a stream still holds after this poll
         for index, source, start, reader in readers:
             seq = start.next_seq
             release_before = self._release_before(reader, group_release)
-            while True:
-                chunk: Chunk | None = reader.chunk(seq)
-                if chunk is None or (
-                    release_before is not None and event_micros(chunk.event_time) >= release_before
-                ):
-                    break
-                if not tracker.try_claim((index, chunk.seq, chunk.end_offset)):
-                    return
-                counters.count_chunk(chunk)
-                yield beam.window.TimestampedValue(chunk, chunk.event_time)
-                emitted += 1
-                seq += 1
+            released_bytes = discontinuities = 0
+            try:
+                while True:
+                    chunk: Chunk | None = reader.chunk(seq)
+                    if chunk is None or (
+                        release_before is not None
+                        and event_micros(chunk.event_time) >= release_before
+                    ):
+                        break
+                    if not tracker.try_claim((index, chunk.seq, chunk.end_offset)):
+                        return
+                    yield beam.window.TimestampedValue(chunk, chunk.event_time)
+                    released_bytes += len(chunk.payload)
+                    discontinuities += chunk.discontinuity
+                    seq += 1
+            finally:
+                if seq > start.next_seq:
+                    emitted += seq - start.next_seq
+                    counters.count_chunks(source.id, seq - start.next_seq, released_bytes,
+                                          discontinuities)
             counters.report_reader(reader)
             if reader.finished(seq):
                 if not tracker.try_claim((index, END_OF_STREAM)):
@@ -370,6 +252,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
                 mark_ended(self._stop_file, source.id)
             else:
                 watermarks.append(reader.watermark(seq))
+                held_bytes = max(held_bytes, reader.retained_bytes() - released_bytes)
         if not watermarks:  # every stream of the group has ended
             watermark_estimator.set_watermark(Timestamp.of(_MAX_EVENT_TIME))
             return
@@ -387,7 +270,9 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             # the delay: without a pause a group waiting for data spins a core. A short one: a
             # fast stream's reader fills its buffer in a fraction of a poll.
             time.sleep(_BOUNDED_IDLE_PAUSE_SECONDS)
-        tracker.defer_remainder(Duration.of(self._polls.next(group_release)))
+        tracker.defer_remainder(Duration.of(
+            self._polls.next(group_release, held_bytes, stop_requested(self._stop_file))
+        ))
 
     def _group_release(self, readers: list) -> int | None:
         """With windowed release: the start (µs) of the earliest window a stream of the group

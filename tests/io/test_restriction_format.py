@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from streamtap.io.group_restriction import GroupPosition, GroupPositionCoder
 from streamtap.io.reader import StreamPosition
-from streamtap.io.streams import GroupPosition, _GroupPositionCoder
 
 # Written by the unversioned coder of 0.1.0 (commit 2953714) for the group below.
 UNVERSIONED_0_1_0 = bytes.fromhex(
@@ -22,11 +22,11 @@ GROUP = GroupPosition(
 
 
 def test_a_savepoint_of_0_1_0_still_decodes():
-    assert _GroupPositionCoder().decode(UNVERSIONED_0_1_0) == GROUP
+    assert GroupPositionCoder().decode(UNVERSIONED_0_1_0) == GROUP
 
 
 def test_the_format_is_versioned_and_round_trips():
-    coder = _GroupPositionCoder()
+    coder = GroupPositionCoder()
     encoded = coder.encode(GROUP)
     assert encoded[0] == 1
     assert coder.decode(encoded) == GROUP
@@ -36,9 +36,9 @@ def test_positions_of_an_older_release_get_defaults_for_new_fields():
     import pickle
 
     older = b"\x01" + pickle.dumps([(3, 300)])  # a release whose positions had two fields
-    assert _GroupPositionCoder().decode(older) == GroupPosition((StreamPosition(3, 300),))
+    assert GroupPositionCoder().decode(older) == GroupPosition((StreamPosition(3, 300),))
 
 
 def test_a_newer_format_is_refused_with_what_to_do():
     with pytest.raises(ValueError, match="restore the savepoint with the release that wrote it"):
-        _GroupPositionCoder().decode(b"\x02" + b"anything")
+        GroupPositionCoder().decode(b"\x02" + b"anything")

@@ -7,9 +7,10 @@ import pytest
 from apache_beam.runners.worker.bundle_processor import DataInputOperation
 
 from streamtap.errors import ConfigError
-from streamtap.plugins import parse_config
+from streamtap.io.group_restriction import END_OF_STREAM, GroupPosition, GroupTracker
 from streamtap.io.reader import StreamPosition
-from streamtap.io.streams import END_OF_STREAM, GroupPosition, _GroupTracker, group_streams
+from streamtap.io.streams import group_streams
+from streamtap.plugins import parse_config
 from tests.helpers import TcpFeeder, assert_verified, capture_in_process, stream_bytes
 
 
@@ -45,7 +46,7 @@ def test_explicit_group_size():
 
 def test_a_checkpoint_splits_every_stream_of_the_group_where_it_got_to():
     start = GroupPosition((StreamPosition(3, 300), StreamPosition(0, 0), StreamPosition(7, 70)))
-    tracker = _GroupTracker(start, bounded=False)
+    tracker = GroupTracker(start, bounded=False)
     assert tracker.try_claim((0, 3, 400))
     assert tracker.try_claim((0, 4, 450))
     assert tracker.try_claim((2, END_OF_STREAM))
@@ -58,7 +59,7 @@ def test_a_checkpoint_splits_every_stream_of_the_group_where_it_got_to():
 
 def test_progress_is_never_zero_of_zero():
     # Prism asks long bundles to split; the SDK divides by completed + remaining.
-    tracker = _GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=False)
+    tracker = GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=False)
     assert tracker.current_progress().fraction_completed == 0
     tracker.try_split(0)  # a checkpoint with nothing claimed: the bundle is done
     assert tracker.current_progress().fraction_completed == 1
@@ -69,7 +70,7 @@ def test_split_request_survives_the_sdks_nan_output_estimate(claimed):
     # The SDK hands a split request the tracker's progress with `completed` replaced by the
     # bundle's output bytes, which are NaN while its first output is being counted. Beam's own
     # split arithmetic must still get a number (it failed with "cannot convert float NaN").
-    tracker = _GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=False)
+    tracker = GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=False)
     for seq in range(claimed):
         assert tracker.try_claim((0, seq, (seq + 1) * 10))
     progress = tracker.current_progress().with_completed(float("nan"))
@@ -81,7 +82,7 @@ def test_split_request_survives_the_sdks_nan_output_estimate(claimed):
 
 
 def test_claims_out_of_order_or_after_the_end_are_bugs():
-    tracker = _GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=True)
+    tracker = GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=True)
     with pytest.raises(ValueError, match="expected 0"):
         tracker.try_claim((0, 1, 10))
     assert tracker.try_claim((0, END_OF_STREAM))
