@@ -131,6 +131,54 @@ def test_fast_stream_is_not_held_back_by_gathering():
     assert len(small_reads) <= 3, small_reads  # each of these would pause reading for 0.1 s
 
 
+def test_a_stream_that_turns_fast_is_read_as_it_comes_then_gathers_again_byte_exact():
+    # Slow packets are read by the poll ticker once per gather period; a burst (a read of
+    # 16 KiB or more) sends the stream back to the event loop; slow again, it gathers again.
+    slow_before, fast, slow_after = payload(6_000, seed=31), payload(3_000_000, seed=32), payload(
+        6_000, seed=33
+    )
+
+    async def handle(request, writer):
+        writer.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\n\r\n")
+        for data in (slow_before, None, slow_after):
+            if data is None:
+                writer.write(fast)
+                await writer.drain()
+                continue
+            for start in range(0, len(data), 100):
+                writer.write(data[start : start + 100])
+                await writer.drain()
+                await asyncio.sleep(0.005)
+
+    outcome = capture(handle, gather_seconds=0.1)
+
+    assert outcome.error is None
+    assert bytes(outcome.sink.data) == slow_before + fast + slow_after
+    sizes = [len(piece) for piece in outcome.sink.writes]
+    burst = [size for size in sizes if size >= 16 * 1024]
+    assert sum(burst) >= len(fast) - 2 * 65536, sizes  # the burst read as it came, in big reads
+    assert len(sizes) - len(burst) <= 12, sizes  # ~0.3 s slow at both ends: ~3 + ~3 polls
+
+
+def test_slow_stream_over_https_gathers_too_byte_exact(certificate):
+    # Over TLS the transport is paused for the gather period (its socket can't be polled).
+    data = payload(24_000, seed=34)
+
+    outcome = capture(
+        trickle_handler(data, 100, 0.005),
+        server_ssl=server_context(certificate),
+        ca_file=str(certificate[0]),
+        gather_seconds=0.1,
+    )
+
+    assert outcome.error is None
+    assert bytes(outcome.sink.data) == data
+    assert len(outcome.sink.writes) <= 25, len(outcome.sink.writes)
+
+
 def test_chunked_body_with_extensions_and_trailers_is_byte_exact():
     pieces = [payload(n, seed=n) for n in (1, 15, 16, 255, 4096, 70_000, 3)]
     response = head(headers={"Transfer-Encoding": "chunked", "Content-Type": "audio/ogg"})

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamtap.errors import SourceError
-from streamtap.io.sources.http.connection import MAX_HEAD_BYTES, Connection, Target
+from streamtap.io.sources.http.connection import Connection, Target, open_stream
 from streamtap.io.sources.http.icy import IcyDemuxer, IcyMetadata, metaint_of, stream_title
-from streamtap.io.sources.http.response import Head, body_for, read_head
+from streamtap.io.sources.http.receiver import receive_body
+from streamtap.io.sources.http.response import Head, decoder_for, read_head
 from tests.io.sources.http_servers import LoopbackServer, RecordingSink, chunked, icy_body
 
 TARGET = Target.parse("http://127.0.0.1:8000/stream?token=secret")
@@ -46,7 +47,7 @@ async def _over_a_socket(data: bytes, action):
             pass  # the reader gave up first (an error, as expected)
 
     sender = asyncio.create_task(send())
-    reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_HEAD_BYTES)
+    reader, writer = await open_stream(sock=ours)
     conn = Connection(reader, writer, TARGET, read_timeout=5.0)
     try:
         return await action(conn)
@@ -69,11 +70,9 @@ def _outcome(data: bytes, action):
 
 async def _head_and_body(conn: Connection) -> tuple[Head, bytes]:
     head = await read_head(conn)
-    body = body_for(conn, head)
-    received = bytearray()
-    while data := await body.read():
-        received += data
-    return head, bytes(received)
+    sink = RecordingSink()
+    await receive_body(conn, decoder_for(head, conn.target), sink.write, sink)
+    return head, bytes(sink.data)
 
 
 # --- strategies -----------------------------------------------------------------------------------
@@ -203,6 +202,90 @@ def test_content_length_is_ascii_digits_or_a_clear_source_error(value):
             assert result[1] == b"x" * length
     else:
         assert error is not None and "bad Content-Length" in str(error)
+
+
+# --- the body decoders, fed any split of the bytes (as socket reads come) ---------------------------
+
+
+def _decode_in_reads(head: Head, data: bytes, reads: list[int]):
+    """(body bytes, decoder) of `data` fed to the head's decoder in reads of the given sizes."""
+    decoder = decoder_for(head, TARGET)
+    got = bytearray()
+    start = index = 0
+    while start < len(data) and not decoder.done:
+        size = reads[index % len(reads)]
+        for piece in decoder.feed(data[start : start + size]):
+            assert isinstance(piece, bytes) and piece
+            got += piece
+        start, index = start + size, index + 1
+    return bytes(got), decoder
+
+
+_CHUNKED_HEAD = Head("HTTP/1.1", 200, "OK", {"transfer-encoding": ["chunked"]})
+_reads = st.lists(st.integers(1, 700), min_size=1, max_size=10)
+
+
+@SETTINGS
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=400), max_size=8),
+    extension=st.sampled_from([b"", b";a=b", b" ;x"]),
+    trailers=st.sampled_from([b"", b"X-T: 1\r\n", b"A: b\nC: d\r\n"]),
+    after=st.binary(max_size=50),
+    reads=_reads,
+)
+def test_the_chunked_decoder_gives_the_exact_body_across_any_reads(pieces, extension, trailers,
+                                                                   after, reads):
+    framed = b"".join(b"%x" % len(p) + extension + b"\r\n" + p + b"\r\n" for p in pieces)
+    framed += b"0\r\n" + trailers + b"\r\n"
+    body, decoder = _decode_in_reads(_CHUNKED_HEAD, framed + after, reads)
+
+    assert decoder.failure is None and decoder.done
+    assert body == b"".join(pieces)  # and nothing of what came after the body's end
+    assert decoder.received == len(body) and decoder.end_error() is None
+
+
+@SETTINGS
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=5),
+    position=st.integers(0, 10_000),
+    replacement=st.binary(max_size=3),
+    cut=st.booleans(),
+    reads=_reads,
+)
+def test_the_chunked_decoder_fails_damaged_framing_alike_across_any_reads(pieces, position,
+                                                                          replacement, cut, reads):
+    framed = chunked(pieces)
+    position %= len(framed)
+    damaged = framed[:position] if cut else framed[:position] + replacement + framed[position + 1:]
+    whole, at_once = _decode_in_reads(_CHUNKED_HEAD, damaged, [len(damaged) or 1])
+    body, decoder = _decode_in_reads(_CHUNKED_HEAD, damaged, reads)
+
+    # However the bytes are split, the same body bytes come out and the same error (or none).
+    assert body == whole
+    assert str(decoder.failure) == str(at_once.failure)
+    assert str(decoder.end_error()) == str(at_once.end_error())
+    ends_clean = decoder.done and decoder.failure is None
+    if not ends_clean:
+        error = decoder.failure or decoder.end_error()
+        assert isinstance(error, SourceError)
+        assert "chunked" in str(error) or "closed the connection" in str(error), str(error)
+    elif cut:
+        raise AssertionError("a chunked body cut short must not end cleanly")
+
+
+@SETTINGS
+@given(length=st.integers(0, 3000), extra=st.integers(-3000, 100), reads=_reads)
+def test_the_length_decoder_gives_content_length_bytes_across_any_reads(length, extra, reads):
+    data = bytes(range(256)) * 13
+    sent = data[: max(length + extra, 0)]
+    head = Head("HTTP/1.1", 200, "OK", {"content-length": [str(length)]})
+    body, decoder = _decode_in_reads(head, sent, reads)
+
+    assert body == sent[:length]
+    if len(sent) >= length:
+        assert decoder.done and decoder.end_error() is None
+    else:
+        assert not decoder.done and "closed the connection mid-stream" in str(decoder.end_error())
 
 
 # --- the ICY demuxer ------------------------------------------------------------------------------

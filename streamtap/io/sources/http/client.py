@@ -4,8 +4,8 @@
 ca_file), sends the request (Basic auth from the URL's user:password, configured headers, and
 `Icy-MetaData: 1` when asked; credentials only to the origin of the configured URL), reads the
 response head within connect_timeout, follows redirects (loops and too many are errors), and
-turns error statuses into SourceErrors that say what to do. The caller reads the body
-(`streamtap.io.sources.http.response.body_for`).
+turns error statuses into SourceErrors that say what to do. The caller receives the body
+(`streamtap.io.sources.http.receiver.receive_body`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from streamtap.errors import PermanentSourceError, SourceError
 from streamtap.io.sources.http.connection import (
-    MAX_HEAD_BYTES,
     Connection,
     Target,
+    open_stream,
     opening_slot,
     os_error_text,
     url_problem,
@@ -204,12 +204,11 @@ class HttpClient:
         try:
             reader, writer = await within(
                 self._connect_timeout,
-                asyncio.open_connection(
+                open_stream(
                     target.host,
                     target.port,
                     ssl=context,
                     server_hostname=target.host if context else None,
-                    limit=MAX_HEAD_BYTES,
                 ),
             )
         except asyncio.TimeoutError:

@@ -2,9 +2,9 @@
 
 `Target` is a URL split into what a connection and a request line need (shown only through
 `streamtap.redaction.redact_url`: no user info, query values or fragment). `Connection` is one
-TCP or TLS connection whose reads are bounded by the read timeout through a watchdog timer, and
-which lets a slow stream's packets gather between reads (gather_seconds): the per-read cost of
-1,000 live streams is the hot path, not the bytes.
+TCP or TLS connection whose head reads are bounded by the read timeout; after the head it hands
+its transport to the body's receiver (`streamtap.io.sources.http.receiver`), which reads the
+body in data_received: the per-read cost of 1,000 live streams is the hot path, not the bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import errno
 import os
 import ssl
 import sys
-import time
 import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ __all__ = [
     "DEFAULT_PORTS",
     "MAX_HEAD_BYTES",
     "OPENINGS_PER_SERVER",
-    "READ_SIZE",
     "Connection",
     "Target",
+    "open_stream",
     "opening_slot",
     "os_error_text",
     "url_problem",
@@ -40,8 +39,6 @@ __all__ = [
 _T = TypeVar("_T")
 
 MAX_HEAD_BYTES = 64 * 1024  # status line plus headers (and chunked trailers) of one response
-READ_SIZE = 64 * 1024  # most bytes asked of the socket (and handed to the sink) per read
-_SMALL_READ = 16 * 1024  # a body read under this size lets the next bytes gather (gather_seconds)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Connections being opened (connect, request, response head) at once per server and process.
 # Icecast listens with a backlog of 5: 2,000-3,000 streams connecting at once overflowed it, and
@@ -137,7 +134,6 @@ def opening_slot(address: str) -> asyncio.Semaphore:
     return slot
 
 
-
 async def within(seconds: float, awaitable: Awaitable[_T]) -> _T:
     """Awaits `awaitable`, raising asyncio.TimeoutError after `seconds`."""
     if sys.version_info >= (3, 11):
@@ -146,8 +142,39 @@ async def within(seconds: float, awaitable: Awaitable[_T]) -> _T:
     return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
+class _StreamProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, noting whether the connection ended: the response head is
+    read through its StreamReader, then the body's receiver takes the transport over and must
+    know whether the end of the data already came."""
+
+    ended = False
+
+    def eof_received(self) -> bool | None:
+        self.ended = True
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
+        super().connection_lost(exc)
+
+
+async def open_stream(
+    host: str | None = None, port: int | None = None, **kwargs
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio.open_connection() (same arguments; limit MAX_HEAD_BYTES) for a `Connection`."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES, loop=loop)
+    protocol = _StreamProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port, **kwargs)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 class Connection:
-    """One TCP/TLS connection; every read is bounded by the read timeout."""
+    """One TCP/TLS connection (from `open_stream`); every read is bounded by the read timeout.
+
+    The head is read through asyncio's StreamReader (`read_line`, `read_exactly`); the body by
+    a protocol that `take_over()` installs (`streamtap.io.sources.http.receiver`).
+    """
 
     def __init__(
         self,
@@ -160,81 +187,45 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self.target = target
-        self._read_timeout = read_timeout
-        self._gather_seconds = gather_seconds
-        self._gathering: asyncio.TimerHandle | None = None  # resumes reading the socket
-        # read_some()'s stall watchdog: when the pending read started, and the timer.
-        self._reading_since: float | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._stalled = False
+        self.read_timeout = read_timeout
+        self.gather_seconds = gather_seconds
+        self._receiver = None  # the protocol that took over (take_over)
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        return self._writer.transport
 
     async def send(self, data: bytes) -> None:
         self._writer.write(data)
         await self._guard(self._writer.drain())
 
-    async def read_some(self, most: int = READ_SIZE) -> bytes:
-        """Up to `most` bytes as soon as any arrive; b"" at end of stream.
+    async def take_over(self, protocol: asyncio.Protocol) -> tuple[bytes, bool]:
+        """Makes `protocol` the transport's, with reading paused (its to resume).
 
-        Bounded by the read timeout through one watchdog timer per connection instead of a
-        timeout context per read: body reads are the hot path (one per packet per stream), and
-        the context was a fifth of the reading CPU at 100 radio streams.
+        Returns the bytes the stream protocol had received but not been asked for, and whether
+        the connection had already ended after them (EOF or closed).
         """
-        self._reading_since = time.monotonic()
-        if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().call_later(
-                self._read_timeout, self._check_stall
-            )
+        stream_protocol = self._writer.transport.get_protocol()
+        if not isinstance(stream_protocol, _StreamProtocol):
+            raise TypeError("a Connection's streams must come from open_stream()")
+        transport = self._writer.transport
+        transport.pause_reading()
+        transport.set_protocol(protocol)
+        self._receiver = protocol
+        ended = stream_protocol.ended
+        self._reader.feed_eof()  # nothing more reaches it: read() returns what it holds at once
         try:
-            data = await self._reader.read(most)
+            buffered = await self._reader.read()
         except OSError as error:
             raise SourceError(
                 f"connection to {self.target.address} failed: {os_error_text(error)}"
             ) from error
-        finally:
-            self._reading_since = None
-        if self._stalled:
-            raise self._stall_error()
-        if 0 < len(data) < min(most, _SMALL_READ) and self._gather_seconds:
-            self._let_bytes_gather()
-        return data
+        transport.pause_reading()  # read() resumes a transport the StreamReader had paused
+        return buffered, ended
 
-    def _let_bytes_gather(self) -> None:
-        """Stops reading the socket for gather_seconds.
-
-        The cost of a live stream is per read, not per byte: each read wakes the event loop,
-        the transport, the StreamReader and the sink. Icecast writes a 128 kbit/s stream in ~12
-        pieces a second; paused, the kernel keeps them and the next read takes them all.
-        Only after a read that emptied the StreamReader's buffer (fewer bytes than asked), so
-        its own flow control is not paused and nothing can arrive while we are.
-        """
-        transport = self._writer.transport
-        transport.pause_reading()
-        self._gathering = asyncio.get_running_loop().call_later(
-            self._gather_seconds, self._resume_reading
-        )
-
-    def _resume_reading(self) -> None:
-        self._gathering = None
-        self._writer.transport.resume_reading()
-
-    def _check_stall(self) -> None:
-        """Aborts the connection when a read has waited read_timeout seconds (the watchdog)."""
-        self._watchdog = None
-        since = self._reading_since
-        if since is None:  # not reading now (the sink is full): the next read re-arms
-            return
-        waited = time.monotonic() - since
-        if waited >= self._read_timeout:
-            self._stalled = True
-            self._writer.transport.abort()  # the pending read ends; read_some() raises
-            return
-        self._watchdog = asyncio.get_running_loop().call_later(
-            self._read_timeout - waited, self._check_stall
-        )
-
-    def _stall_error(self) -> SourceError:
+    def stall_error(self) -> SourceError:
         return SourceError(
-            f"no data for {self._read_timeout:g} s from {self.target.where}: the stream "
+            f"no data for {self.read_timeout:g} s from {self.target.where}: the stream "
             "stalled; it will be reopened (raise read_timeout if the server is just slow)"
         )
 
@@ -255,21 +246,22 @@ class Connection:
     async def _guard(self, awaitable: Awaitable[_T]) -> _T:
         """Turns timeouts and socket errors into SourceErrors that say what happened."""
         try:
-            return await within(self._read_timeout, awaitable)
+            return await within(self.read_timeout, awaitable)
         except asyncio.TimeoutError:
-            raise self._stall_error() from None
+            raise self.stall_error() from None
         except OSError as error:
             raise SourceError(
                 f"connection to {self.target.address} failed: {os_error_text(error)}"
             ) from error
 
+    def lost_error(self, error: OSError) -> SourceError:
+        return SourceError(f"connection to {self.target.address} failed: {os_error_text(error)}")
+
     def close(self, abort: bool = False) -> None:
         # abort() drops the connection at once: nothing is left to say to a server that failed
         # us, and a cancelled session must not linger in a TLS shutdown.
-        for timer in (self._watchdog, self._gathering):
-            if timer is not None:
-                timer.cancel()
-        self._watchdog = self._gathering = None
+        if self._receiver is not None:
+            self._receiver.stop()
         if abort:
             self._writer.transport.abort()
         else:

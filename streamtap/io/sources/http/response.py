@@ -14,14 +14,14 @@ import re
 from dataclasses import dataclass
 
 from streamtap.errors import SourceError
-from streamtap.io.sources.http.connection import MAX_HEAD_BYTES, READ_SIZE, Connection, Target
+from streamtap.io.sources.http.connection import MAX_HEAD_BYTES, Connection, Target
 
 __all__ = [
     "TOKEN",
-    "Body",
+    "BodyDecoder",
     "Head",
-    "body_for",
     "decode_text",
+    "decoder_for",
     "header_number",
     "malformed",
     "read_head",
@@ -150,125 +150,183 @@ async def read_head(conn: Connection) -> Head:
 # --- bodies --------------------------------------------------------------------------------------
 
 
-class Body:
-    """Reads a response body piece by piece; read() returns b"" at its clean end."""
+class BodyDecoder:
+    """Takes the bytes after a response head as they arrive; gives the body, framing removed.
 
-    def __init__(self, conn: Connection):
-        self._conn = conn
+    Sans I/O: `feed()` may be given any split of the bytes (`streamtap.io.sources.http.receiver`
+    calls it from the protocol's data_received, once per socket read). Once `done`, the body has
+    ended and any further bytes are not part of it: cleanly, or with `failure` (bad framing).
+    """
+
+    def __init__(self, target: Target):
+        self._target = target
         self.received = 0  # body bytes so far, framing excluded
+        self.done = False
+        self.failure: SourceError | None = None  # why the body cannot go on (with done)
 
-    async def read(self) -> bytes:
+    def feed(self, data: bytes) -> list[bytes]:
+        """The body bytes in `data`, in order, up to bad framing if any (then `failure`)."""
         raise NotImplementedError
+
+    def end_error(self) -> SourceError | None:
+        """The error of the connection closing now, or None if the body may end here."""
+        return None
 
     def _cut_off(self, detail: str = "") -> SourceError:
         return SourceError(
-            f"{self._conn.target.where}: server closed the connection mid-stream after "
+            f"{self._target.where}: server closed the connection mid-stream after "
             f"{self.received} bytes{detail}; the session is incomplete"
         )
 
 
-class _EmptyBody(Body):
-    async def read(self) -> bytes:
-        return b""
+class _EmptyBody(BodyDecoder):
+    def __init__(self, target: Target):
+        super().__init__(target)
+        self.done = True
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return []
 
 
-class _UntilCloseBody(Body):
+class _UntilCloseBody(BodyDecoder):
     """No length given: the body ends when the server closes the connection."""
 
-    async def read(self) -> bytes:
-        data = await self._conn.read_some()
+    def feed(self, data: bytes) -> list[bytes]:
         self.received += len(data)
-        return data
+        return [data]
 
 
-class _LengthBody(Body):
+class _LengthBody(BodyDecoder):
     """A body of Content-Length bytes."""
 
-    def __init__(self, conn: Connection, length: int):
-        super().__init__(conn)
+    def __init__(self, target: Target, length: int):
+        super().__init__(target)
         self._length = length
+        self.done = length == 0
 
-    async def read(self) -> bytes:
+    def feed(self, data: bytes) -> list[bytes]:
         left = self._length - self.received
-        if left == 0:
-            return b""
-        data = await self._conn.read_some(min(left, READ_SIZE))
-        if not data:
-            raise self._cut_off(f" of {self._length} (Content-Length)")
+        if len(data) >= left:
+            self.done = True
+            data = data[:left]
         self.received += len(data)
-        return data
+        return [data] if data else []
+
+    def end_error(self) -> SourceError | None:
+        return None if self.done else self._cut_off(f" of {self._length} (Content-Length)")
 
 
-class _ChunkedBody(Body):
+# _ChunkedBody's states: what the next bytes are.
+_SIZE_LINE, _DATA, _DATA_END, _TRAILERS = range(4)
+
+
+class _ChunkedBody(BodyDecoder):
     """A `Transfer-Encoding: chunked` body, parsed strictly (RFC 9112, section 7.1)."""
 
-    def __init__(self, conn: Connection):
-        super().__init__(conn)
+    def __init__(self, target: Target):
+        super().__init__(target)
+        self._state = _SIZE_LINE
         self._chunk_left = 0  # data bytes left in the current chunk
-        self._done = False
+        self._line = bytearray()  # the framing line (or CRLF) being received
+        self._trailer_bytes = 0
 
-    async def read(self) -> bytes:
-        if self._done:
-            return b""
+    def feed(self, data: bytes) -> list[bytes]:
+        pieces: list[bytes] = []
         try:
-            if self._chunk_left == 0:
-                size = await self._read_chunk_size()
-                if size == 0:
-                    await self._read_trailers()
-                    self._done = True
-                    return b""
-                self._chunk_left = size
-            data = await self._conn.read_some(min(self._chunk_left, READ_SIZE))
-            if not data:
-                raise self._cut_off(" (inside a chunk)")
-            self._chunk_left -= len(data)
-            self.received += len(data)
-            if self._chunk_left == 0:
-                await self._read_chunk_end()
-            return data
-        except asyncio.IncompleteReadError:
-            raise self._cut_off(" (inside the chunked framing)") from None
+            self._parse(data, pieces)
+        except SourceError as error:  # the body bytes before the bad framing are still given
+            self.failure = error
+            self.done = True
+        return pieces
 
-    async def _read_chunk_size(self) -> int:
-        line = await self._conn.read_line("a chunk-size line")
-        if len(line) > _MAX_CHUNK_LINE:
-            raise self._bad(f"chunk-size line longer than {_MAX_CHUNK_LINE} bytes")
+    def _parse(self, data: bytes, pieces: list[bytes]) -> None:
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._state == _DATA:
+                take = min(self._chunk_left, end - pos)
+                pieces.append(data if take == end else data[pos : pos + take])  # no copy if all
+                self._chunk_left -= take
+                self.received += take
+                pos += take
+                if self._chunk_left == 0:
+                    self._state = _DATA_END
+            elif self._state == _DATA_END:
+                take = min(2 - len(self._line), end - pos)
+                self._line += data[pos : pos + take]
+                pos += take
+                if len(self._line) == 2:
+                    if self._line != b"\r\n":
+                        raise self._bad(
+                            f"missing CRLF after chunk data (got {bytes(self._line)!r})"
+                        )
+                    self._line.clear()
+                    self._state = _SIZE_LINE
+            else:
+                pos = self._take_line(data, pos)
+
+    def _take_line(self, data: bytes, pos: int) -> int:
+        """Adds bytes of a chunk-size or trailer line; acts on it once whole. Returns the new pos."""
+        newline = data.find(b"\n", pos)
+        stop = len(data) if newline < 0 else newline + 1
+        self._line += data[pos:stop]
+        if self._state == _SIZE_LINE:
+            if len(self._line) > _MAX_CHUNK_LINE:
+                raise self._bad(f"chunk-size line longer than {_MAX_CHUNK_LINE} bytes")
+            if newline >= 0:
+                self._size_line(bytes(self._line))
+                self._line.clear()
+            return stop
+        # Trailer fields (if any) end with an empty line; they carry nothing we capture.
+        self._trailer_bytes += stop - pos
+        if self._trailer_bytes > MAX_HEAD_BYTES:
+            raise malformed(
+                self._target, f"chunked trailer section is longer than {MAX_HEAD_BYTES} bytes"
+            )
+        if newline >= 0:
+            if self._line in (b"\n", b"\r\n"):
+                self.done = True
+            self._line.clear()
+        return stop
+
+    def _size_line(self, line: bytes) -> None:
         if not line.endswith(b"\r\n"):
             raise self._bad(f"chunk-size line {line[:40]!r} does not end with CRLF")
         # Extensions (";name=value") carry nothing we need; whitespace may precede them.
         size_text = line[:-2].split(b";", 1)[0].rstrip(b" \t")
         if not _CHUNK_SIZE.fullmatch(size_text):
             raise self._bad(f"bad chunk size {line[:40]!r} (expected hex digits)")
-        return int(size_text, 16)
+        size = int(size_text, 16)
+        if size == 0:
+            self._state = _TRAILERS
+        else:
+            self._chunk_left = size
+            self._state = _DATA
 
-    async def _read_chunk_end(self) -> None:
-        end = await self._conn.read_exactly(2)
-        if end != b"\r\n":
-            raise self._bad(f"missing CRLF after chunk data (got {end!r})")
-
-    async def _read_trailers(self) -> None:
-        # Trailer fields (if any) end with an empty line; they carry nothing we capture.
-        await read_header_lines(self._conn, "chunked trailer section")
+    def end_error(self) -> SourceError | None:
+        if self.done:
+            return None
+        if self._state == _DATA:
+            return self._cut_off(" (inside a chunk)")
+        return self._cut_off(" (inside the chunked framing)")
 
     def _bad(self, problem: str) -> SourceError:
         return SourceError(
-            f"malformed chunked encoding from {self._conn.target.where} after {self.received} "
+            f"malformed chunked encoding from {self._target.where} after {self.received} "
             f"bytes: {problem}"
         )
 
 
-def body_for(conn: Connection, head: Head) -> Body:
+def decoder_for(head: Head, target: Target) -> BodyDecoder:
     """Chooses how the body is delimited (RFC 9112, section 6.3)."""
-    target = conn.target
     if head.status in _NO_BODY_STATUSES:
-        return _EmptyBody(conn)
+        return _EmptyBody(target)
     transfer_encoding = head.get("transfer-encoding")
     if transfer_encoding is not None:
         codings = [c.strip().lower() for c in transfer_encoding.split(",") if c.strip()]
         if codings == ["chunked"]:
-            return _ChunkedBody(conn)
+            return _ChunkedBody(target)
         if all(c == "identity" for c in codings):
-            return _UntilCloseBody(conn)
+            return _UntilCloseBody(target)
         raise SourceError(
             f"{target.where} sent Transfer-Encoding {transfer_encoding!r}, which streamtap cannot "
             "decode (only chunked); check the server or proxy settings"
@@ -282,5 +340,5 @@ def body_for(conn: Connection, head: Head) -> Body:
                 f"bad Content-Length {', '.join(lengths)[:40]!r} (expected one decimal number of "
                 "ASCII digits 0-9)",
             )
-        return _LengthBody(conn, values.pop())
-    return _UntilCloseBody(conn)
+        return _LengthBody(target, values.pop())
+    return _UntilCloseBody(target)

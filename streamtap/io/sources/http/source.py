@@ -17,7 +17,8 @@ from streamtap.io.connector import ByteSink, Connector
 from streamtap.io.sources.http.client import HttpClient, header_problems
 from streamtap.io.sources.http.connection import Connection, url_problem
 from streamtap.io.sources.http.icy import IcyDemuxer, metaint_of, stream_title
-from streamtap.io.sources.http.response import Head, body_for
+from streamtap.io.sources.http.receiver import receive_body
+from streamtap.io.sources.http.response import Head, decoder_for
 from streamtap.redaction import redact_headers, redact_url
 
 __all__ = ["HttpSource"]
@@ -120,9 +121,10 @@ class _HttpConnector(Connector):
             await self._pump(conn, head, sink)
 
     async def _pump(self, conn: Connection, head: Head, sink: ByteSink) -> None:
-        """Writes the body to the sink until its clean end, ICY metadata stripped."""
+        """Writes the body to the sink until its clean end, ICY metadata stripped: each socket
+        read goes through the decoder and `deliver` in the transport's data_received."""
         target = conn.target
-        body = body_for(conn, head)
+        decoder = decoder_for(head, target)
         metaint = metaint_of(head, target)
         demuxer = IcyDemuxer(metaint) if metaint else None
         tags: dict[str, str] = {}
@@ -143,27 +145,26 @@ class _HttpConnector(Connector):
         )
         # Always set the session's tags first: a new session must not inherit the last title.
         sink.set_tags(dict(tags))
-        while True:
-            await sink.wait_for_room()
-            data = await body.read()
-            if not data:
-                break
-            if demuxer is None:
-                sink.write(data)
-                continue
-            for part in demuxer.feed(data):
-                if isinstance(part, bytes):
-                    sink.write(part)
-                    continue
-                title = stream_title(part.raw)
-                if title is not None and title != tags.get("icy_title"):
-                    log.debug("%s: stream title %r", target.where, title)
-                    tags["icy_title"] = title
-                    sink.set_tags(dict(tags))
+        if demuxer is None:
+            deliver = sink.write
+        else:
+
+            def deliver(data: bytes) -> None:
+                for part in demuxer.feed(data):
+                    if isinstance(part, bytes):
+                        sink.write(part)
+                        continue
+                    title = stream_title(part.raw)
+                    if title is not None and title != tags.get("icy_title"):
+                        log.debug("%s: stream title %r", target.where, title)
+                        tags["icy_title"] = title
+                        sink.set_tags(dict(tags))
+
+        await receive_body(conn, decoder, deliver, sink)
         if demuxer is not None:
             problem = demuxer.problem_at_end()
             if problem:
                 raise SourceError(
-                    f"malformed ICY stream from {target.where} after {body.received} bytes: "
+                    f"malformed ICY stream from {target.where} after {decoder.received} bytes: "
                     f"{problem}"
                 )
