@@ -27,6 +27,7 @@ from benchmarks import services
 from benchmarks.live import run_live_capture, run_monitored
 from benchmarks.measure import load_average
 from benchmarks.peers import benthos
+from benchmarks.profiling import summarize
 
 NAME = "alternatives"
 
@@ -105,10 +106,16 @@ def run(cfg: dict, repeats: int, workdir: Path, log) -> dict:
             "read": cfg.get("read", {}),
             "sinks": [{"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic}],
         }
-        result = run_live_capture(config, workdir / "streamtap", seconds, warmup=warmup)
+        # profile_seconds > 0: py-spy samples streamtap from the warm-up on (left out of the
+        # steady CPU rate) and its summary goes into the result.
+        result = run_live_capture(config, workdir / "streamtap", seconds, warmup=warmup,
+                                  profile_seconds=cfg.get("profile_seconds", 0),
+                                  profile_after=warmup)
         ours = _row(result, services.topic_bytes(bootstrap, topic), seconds)
         ours["reconnects"] = result.reconnects
         ours["error_examples"] = result.error_examples()
+        if result.profile is not None:
+            ours["profile"] = summarize(result.profile, top=25)
         log(f"{NAME}: streamtap {ours['cpu_us_per_kb_steady']} CPU-us/kB steady, "
             f"{ours['cpu_us_per_kb_total']} total")
 
