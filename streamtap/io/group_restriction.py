@@ -85,6 +85,9 @@ class GroupTracker(RestrictionTracker):
         return self._position
 
     def try_claim(self, position) -> bool:
+        """position: (stream index, END_OF_STREAM), or (stream index, seq, end offset[, count]):
+        `count` chunks from `seq` on (default 1), the last one ending at `end offset`. One claim
+        per stream and poll: a window of 1,000 streams hands over 10,000 chunks in one bundle."""
         if self._checkpointed:
             return False
         index, what = position[0], position[1]
@@ -95,10 +98,13 @@ class GroupTracker(RestrictionTracker):
             self._next[index] = None
             return True
         seq, end_offset = what, position[2]
+        count = position[3] if len(position) > 3 else 1
         if seq != claimed[0]:
             raise ValueError(f"stream {index}: claimed seq {seq}, expected {claimed[0]}")
-        self._next[index] = (seq + 1, end_offset)
-        self._claimed += 1
+        if count < 1:
+            raise ValueError(f"stream {index}: claimed {count} chunks from seq {seq}")
+        self._next[index] = (seq + count, end_offset)
+        self._claimed += count
         return True
 
     def all_finished(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import random
 import threading
@@ -32,7 +33,7 @@ from streamtap.config import ChunkSettings, SourceConfig
 from streamtap.errors import PermanentSourceError, SourceError
 from streamtap.io import alarms
 from streamtap.io.connector import Connector
-from streamtap.io.cutting import ChunkCutter
+from streamtap.io.cutting import ChunkCutter, event_micros
 from streamtap.io.framing import aligner_choice
 from streamtap.io.ratewatch import OK, RateChange, RateWatch, Shortfall
 from streamtap.io.sessions import ConcurrentSession, concurrent_watermark
@@ -198,6 +199,23 @@ class StreamReader:
         if 0 <= index < len(self._retained):
             return self._retained[index]
         return None
+
+    def releasable(self, seq: int, before_micros: int | None) -> list[Chunk]:
+        """The chunks cut from `seq` on, in order, up to the first whose event time (µs) is
+        `before_micros` or later (None: every chunk cut)."""
+        with self._lock:
+            if not self._retained:
+                return []
+            first = seq - self._retained[0].seq
+            if first < 0 or first >= len(self._retained):
+                return []
+            chunks = list(itertools.islice(self._retained, first, None))
+        if before_micros is None:
+            return chunks
+        for index, chunk in enumerate(chunks):
+            if event_micros(chunk.event_time) >= before_micros:
+                return chunks[:index]
+        return chunks
 
     def finished(self, seq: int) -> bool:
         """True when no chunk with sequence number >= seq will ever come."""

@@ -24,7 +24,9 @@ import apache_beam as beam
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import create as create_windowed_value
 
 from streamtap.chunk import Chunk
 from streamtap.config import ChunkSettings, ReadSettings, SourceConfig, range_errors
@@ -42,6 +44,8 @@ from streamtap.io.reader import StreamPosition, StreamReader
 
 __all__ = ["ReadStreams", "group_streams", "per_stream_metrics"]
 
+# The source's elements start in the global window (its input is a Create).
+_GLOBAL_WINDOWS = (GlobalWindow(),)
 # The watermark of a finished group: 9999-12-31, beyond any event time, below Beam's maximum.
 _MAX_EVENT_TIME = 253402300799.0
 # Default grouping: at most this many streams per group (and one group per parallel reader).
@@ -224,26 +228,25 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         for index, source, start, reader in readers:
             seq = start.next_seq
             release_before = self._release_before(reader, group_release)
-            released_bytes = discontinuities = 0
-            try:
-                while True:
-                    chunk: Chunk | None = reader.chunk(seq)
-                    if chunk is None or (
-                        release_before is not None
-                        and event_micros(chunk.event_time) >= release_before
-                    ):
-                        break
-                    if not tracker.try_claim((index, chunk.seq, chunk.end_offset)):
-                        return
-                    yield beam.window.TimestampedValue(chunk, chunk.event_time)
+            released = reader.releasable(seq, release_before)
+            if released:
+                last = released[-1]
+                if not tracker.try_claim((index, seq, last.end_offset, len(released))):
+                    return
+                released_bytes = discontinuities = 0
+                for chunk in released:
+                    # As a WindowedValue with its timestamp in µs: a TimestampedValue costs ~5 µs
+                    # more per chunk in Beam (Timestamp objects, a window assignment).
+                    yield create_windowed_value(
+                        chunk, event_micros(chunk.event_time), _GLOBAL_WINDOWS
+                    )
                     released_bytes += len(chunk.payload)
                     discontinuities += chunk.discontinuity
-                    seq += 1
-            finally:
-                if seq > start.next_seq:
-                    emitted += seq - start.next_seq
-                    counters.count_chunks(source.id, seq - start.next_seq, released_bytes,
-                                          discontinuities)
+                seq += len(released)
+                emitted += len(released)
+                counters.count_chunks(source.id, len(released), released_bytes, discontinuities)
+            else:
+                released_bytes = 0
             counters.report_reader(reader)
             if reader.finished(seq):
                 if not tracker.try_claim((index, END_OF_STREAM)):

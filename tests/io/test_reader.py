@@ -141,3 +141,17 @@ def test_the_watermark_is_the_first_byte_time_of_the_next_chunk_to_come():
     assert reader.watermark(0) == chunk.event_time == pending_since
     assert reader.horizon() >= chunk.event_time  # "ef" pending since then
     assert reader.current_watermark() == reader.watermark(0)
+
+
+def test_releasable_hands_over_the_chunks_from_a_seq_up_to_a_window_start():
+    reader = _reader(max_bytes=2)
+    times = [100.0, 100.5, 110.0, 110.5]
+    for index, at in enumerate(times):
+        reader._retain(bytes([index]) * 2, 2 * index, at, {})
+    assert [c.seq for c in reader.releasable(0, None)] == [0, 1, 2, 3]
+    assert [c.seq for c in reader.releasable(1, 110 * 1_000_000)] == [1]
+    assert reader.releasable(2, 110 * 1_000_000) == []
+    assert reader.releasable(4, None) == []  # not cut yet
+    reader.sync(StreamPosition(2, 4))
+    assert [c.payload for c in reader.releasable(2, None)] == [b"\x02\x02", b"\x03\x03"]
+    assert reader.releasable(1, None) == []  # committed already

@@ -57,6 +57,17 @@ def test_a_checkpoint_splits_every_stream_of_the_group_where_it_got_to():
     tracker.check_done()
 
 
+def test_a_claim_of_several_chunks_moves_the_stream_past_all_of_them():
+    start = GroupPosition((StreamPosition(3, 300), StreamPosition(0, 0)))
+    tracker = GroupTracker(start, bounded=False)
+    assert tracker.try_claim((0, 3, 700, 4))  # seqs 3-6, the last ending at byte 700
+    assert tracker.try_claim((0, 7, 750))
+    with pytest.raises(ValueError, match="expected 8"):
+        tracker.try_claim((0, 7, 800))
+    _, residual = tracker.try_split(0)
+    assert residual.streams[0] == StreamPosition(8, 750)
+
+
 def test_progress_is_never_zero_of_zero():
     # Prism asks long bundles to split; the SDK divides by completed + remaining.
     tracker = GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=False)
@@ -85,6 +96,8 @@ def test_claims_out_of_order_or_after_the_end_are_bugs():
     tracker = GroupTracker(GroupPosition((StreamPosition(0, 0),)), bounded=True)
     with pytest.raises(ValueError, match="expected 0"):
         tracker.try_claim((0, 1, 10))
+    with pytest.raises(ValueError, match="claimed 0 chunks"):
+        tracker.try_claim((0, 0, 10, 0))
     assert tracker.try_claim((0, END_OF_STREAM))
     with pytest.raises(ValueError, match="has finished"):
         tracker.try_claim((0, 0, 10))
