@@ -139,9 +139,10 @@ class ReadSettings:
         "How often a group hands its new chunks to the runner, in seconds. Longer polls cost "
         "less CPU and add up to this much latency. Default: chunk.max_seconds, at most 1 s "
         "(polling faster mostly finds no new chunk); when chunks are held until their window "
-        "closes (Parquet-only captures), every 1 s mid-window, just after each window ends and "
-        "every 0.2 s until every stream of the group closed it, so windows are written soon "
-        "after they close.",
+        "closes (Parquet-only captures), every 3 s mid-window (1 s once a stream of the group "
+        "holds 256 KiB), just after each window ends and every 0.2 s until every stream of the "
+        "group closed it or while the capture stops, so windows are written soon after they "
+        "close.",
         None,
         min=0.001,
         max=60,
