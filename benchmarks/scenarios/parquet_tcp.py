@@ -10,7 +10,9 @@ Per repeat, in this order:
    copies every byte once more: that conventional way is measured too, for reference only).
 2. streamtap: `run_capture(config, ["--runner=FnApiRunner"])` in this process (Python start-up and
    imports excluded) reading a feeder process that serves `total_bytes` over loopback TCP as fast
-   as it can; the source's `max_bytes` ends the capture.
+   as it can; the source's `max_bytes` ends the capture. After the timed run, the capture is read
+   back and checked byte for byte against what the feeder sent (and with `streamtap verify`'s
+   checks).
 3. If streamtap's files differ in size from the baseline's by more than 25%, pyarrow is measured
    again at streamtap's median file size, and the ratio uses that (same size per file).
 4. Without the socket, generated chunks (one bundle) through (i) Beam's WindowInto + GroupByKey
@@ -162,13 +164,17 @@ class _ThreadCpu:
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
+# The feeder sends this seed's 1 MiB block repeated, so the capture can be checked byte for byte.
+_FEEDER_SEED = 19
+
+
 def _start_feeder(total: int) -> tuple[subprocess.Popen, int]:
     from streamtap.services.process import free_port
 
     port = free_port()
     feeder = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.feeders", "tcp", "--port", str(port),
-         "--bytes", str(total), "--hold", "120"],
+         "--bytes", str(total), "--hold", "120", "--seed", str(_FEEDER_SEED)],
         stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[2]),
     )
     assert feeder.stdout.readline().strip() == "listening"
@@ -216,6 +222,7 @@ def streamtap_capture(cfg: dict, directory: Path, profile_to: Path | None = None
     files = [p for p in directory.glob("stream=*/date=*/*.parquet") if not p.name.startswith(".")]
     sizes = sorted(p.stat().st_size for p in files)
     captured = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    _check_byte_exact(directory, total)  # after the timed run
     shutil.rmtree(directory, ignore_errors=True)
     cpu = (usage.ru_utime - usage_before.ru_utime) + (usage.ru_stime - usage_before.ru_stime)
     return {"bytes": total, "seconds": round(seconds, 3), "files": len(files), "chunks": captured,
@@ -223,6 +230,37 @@ def streamtap_capture(cfg: dict, directory: Path, profile_to: Path | None = None
             "min_file_bytes": sizes[0] if sizes else 0, "max_file_bytes": sizes[-1] if sizes else 0,
             "cpu_seconds": round(cpu, 2), "thread_cpu_seconds": thread_cpu,
             "mb_per_s": round(total / seconds / 1e6, 1)}
+
+
+def _check_byte_exact(directory: Path, total: int) -> None:
+    """The capture holds exactly the feeder's bytes, in order, and verifies (streamtap verify's
+    checks: checksums, contiguous seqs and offsets); raises AssertionError if not."""
+    import hashlib
+
+    from benchmarks.feeders import feeder_block
+    from streamtap.captures import read_capture, reassemble, verify
+
+    report = verify(read_capture(str(directory)), ["fast"])["fast"]
+    assert report.ok, f"the capture does not verify: {report}"
+
+    class Digest:
+        def __init__(self):
+            self.hash, self.size = hashlib.sha256(), 0
+
+        def write(self, data) -> int:
+            self.hash.update(data)
+            self.size += len(data)
+            return len(data)
+
+    captured = Digest()
+    reassemble(read_capture(str(directory), "fast"), captured)
+    block = feeder_block(_FEEDER_SEED)
+    expected = hashlib.sha256()
+    for start in range(0, total, len(block)):
+        expected.update(block[: min(len(block), total - start)])
+    assert captured.size == total and captured.hash.digest() == expected.digest(), (
+        f"the capture's bytes differ from the feeder's ({captured.size} of {total} bytes)"
+    )
 
 
 _T: dict[str, float] = {}
@@ -329,6 +367,9 @@ def run(cfg: dict, repeats: int, workdir: Path, log) -> dict:
             result["profile_kind"] = "gil"
             result["profile_run"] = profiled
             result["profile"] = profiling.summarize(raw, top=20)
-            result["profile_main_thread"] = profiling.summarize(raw, top=20, thread_filter="MainThread")
+            # The bundles run in run_capture's wait thread (streamtap.pipelines.run), not in
+            # MainThread, which only builds the pipeline.
+            result["profile_main_thread"] = profiling.summarize(raw, top=20,
+                                                                thread_filter="streamtap-wait")
             result["profile_reader_thread"] = profiling.summarize(raw, top=10, thread_filter="streamtap-io")
     return result

@@ -13,6 +13,7 @@ so that this one takes the signals and the status lines go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -32,7 +33,9 @@ from streamtap.errors import RunError
 from streamtap.io.hub import clear_stop, hub, request_stop
 from streamtap.io.reader import StreamStats
 from streamtap.pipelines.capture import build_capture, resume_positions
+from streamtap.pipelines.early_start import in_process, start_readers, stop_unclaimed
 from streamtap.pipelines.failures import SinkErrorReporting, failure_line
+from streamtap.pipelines.sampling import without_state_sampling
 from streamtap.plugins import PLUGINS, Plugins
 from streamtap.status import STATUS_LOGGER, StatusPrinter, summary_lines
 
@@ -102,6 +105,37 @@ def run_capture(
     for stream_id, (next_seq, next_offset) in sorted(start_positions.items()):
         out.write(f"streamtap: {stream_id}: continuing the capture at seq {next_seq}, "
                   f"byte {next_offset}\n")
+    # Bounded captures on the FnApiRunner in this process read while the pipeline is built and
+    # started (early_start), and their bundles run without Beam's sampling thread (sampling).
+    here = bounded and in_process(options)
+    early = start_readers(config, duration, str(stop_file), start_positions) if here else []
+    try:
+        with without_state_sampling() if here else contextlib.nullcontext():
+            return _run(
+                config, options, plugin, bounded, duration, run_dir, stop_file, start_positions,
+                stats_before, status_interval, out, status_format, metrics_port, metrics_host,
+            )
+    finally:
+        stop_unclaimed(early)
+
+
+def _run(
+    config: PipelineConfig,
+    options: PipelineOptions,
+    plugin,
+    bounded: bool,
+    duration: float | None,
+    run_dir: Path,
+    stop_file: Path,
+    start_positions: dict[str, tuple[int, int]],
+    stats_before: dict[str, StreamStats],
+    status_interval: float,
+    out: TextIO,
+    status_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> int:
+    """run_capture() from building the pipeline on."""
     pipeline = beam.Pipeline(options=options)
     build_capture(
         pipeline,

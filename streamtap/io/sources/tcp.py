@@ -77,10 +77,13 @@ async def _pump_socket(sock: socket.socket, sink: ByteSink, read_timeout: float 
     loop = asyncio.get_running_loop()
     while True:
         await sink.wait_for_room()
-        try:
-            data = await asyncio.wait_for(loop.sock_recv(sock, sink.room()), read_timeout)
-        except asyncio.TimeoutError:
-            raise SourceError(f"no data for {read_timeout:g} s") from None
+        if read_timeout is None:
+            data = await loop.sock_recv(sock, sink.room())
+        else:
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, sink.room()), read_timeout)
+            except asyncio.TimeoutError:
+                raise SourceError(f"no data for {read_timeout:g} s") from None
         if not data:
             return
         sink.write(data)

@@ -209,6 +209,87 @@ def test_a_bundle_writes_one_file_per_window_named_by_its_first_chunk(writer, tm
     assert capture_end(str(tmp_path), "s1") == (20, 20 * 5000)
 
 
+def test_a_writer_assigning_windows_itself_writes_the_files_windowinto_would(tmp_path):
+    """Bounded Parquet-only captures skip WindowInto: the writer windows each chunk from its
+    event time (benchmark scenario 1). The windows are FixedWindows' own, also for event times
+    on and just below a window's edge, and the paths come out in the global window."""
+    from apache_beam.transforms.window import FixedWindows, GlobalWindow, WindowFn
+
+    from streamtap.io.sinks.parquet.write import _WriteBundleFilesOwnWindowsFn
+
+    edges = [_START - 1e-6, _START, _START + 1.999999, _START + 2.0, _START + 3.0000004]
+    chunks = [
+        make_chunk("s1", "0123456789abcdef", seq, seq * 100, os.urandom(100), event_time)
+        for seq, event_time in enumerate(edges)
+    ]
+    fixed = FixedWindows(2.0)
+    for chunk in chunks:  # what WindowInto gives a chunk (its timestamp is its event time)
+        timestamp = Timestamp.of(chunk.event_time)
+        [expected] = fixed.assign(WindowFn.AssignContext(timestamp, element=chunk))
+        own = _WriteBundleFilesOwnWindowsFn(str(tmp_path / "w"), "none", window_seconds=2.0)
+        own.setup()
+        try:
+            own.start_bundle()
+            own.process(chunk)
+            [written] = own.finish_bundle()
+        finally:
+            own.teardown()
+        assert written.windows == (GlobalWindow(),)
+        assert written.timestamp == expected.max_timestamp()
+    fn = _WriteBundleFilesOwnWindowsFn(str(tmp_path / "own"), "none", window_seconds=2.0)
+    fn.setup()
+    try:
+        fn.start_bundle()
+        own_files = [wv.value for c in chunks for wv in fn.process(c)]
+        own_files += [wv.value for wv in fn.finish_bundle()]
+    finally:
+        fn.teardown()
+    reference = _WriteBundleFilesFn(str(tmp_path / "ref"), "none")
+    reference.setup()
+    try:
+        reference.start_bundle()
+        windowed = []
+        for chunk in chunks:
+            context = WindowFn.AssignContext(Timestamp.of(chunk.event_time), element=chunk)
+            windowed += [wv.value for wv in reference.process(chunk, fixed.assign(context)[0])]
+        windowed += [wv.value for wv in reference.finish_bundle()]
+    finally:
+        reference.teardown()
+    relative = lambda paths, root: sorted(os.path.relpath(p, tmp_path / root) for p in paths)
+    assert relative(own_files, "own") == relative(windowed, "ref")
+    assert len(own_files) == 3
+
+
+def test_the_own_windows_transform_gives_the_file_paths_their_windows(tmp_path):
+    """WriteChunksToParquet.own_windows() in a pipeline: chunks without windows in, each path
+    out in the window of its chunks (as when WindowInto came first)."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import FixedWindows
+    from apache_beam.utils.timestamp import Duration
+
+    from streamtap.io.sinks.parquet.config import ParquetSink
+    from streamtap.io.sinks.parquet.write import WriteChunksToParquet
+
+    chunks = _stream(10)  # 0.25 s apart: windows of 2 s from _START
+
+    def named(path, window=beam.DoFn.WindowParam):
+        return os.path.basename(path), float(window.start), float(window.end)
+
+    sink = ParquetSink(path=str(tmp_path), compression="none")
+    transform = WriteChunksToParquet(sink, whole_windows=True).own_windows(2.0, Duration(0))
+    assert WriteChunksToParquet(sink).own_windows(2.0, Duration(0)) is None  # per window
+    with beam.Pipeline(runner="FnApiRunner") as pipeline:
+        files = pipeline | beam.Create(chunks, reshuffle=False) | transform
+        assert isinstance(files.windowing.windowfn, FixedWindows)
+        assert_that(files | beam.Map(named), equal_to([
+            ("141320-000000000000.parquet", _START, _START + 2),
+            ("141322-000000000008.parquet", _START + 2, _START + 4),
+        ]))
+    data, report = _read_back(str(tmp_path))
+    assert data == b"".join(c.payload for c in chunks) and report.ok
+
+
 def test_a_retried_bundle_never_loses_chunks_of_the_first_attempt(writer, tmp_path):
     chunks = _stream(14)
     # First attempt: chunks 0..11 reach the disk, then the bundle fails (it is not committed).

@@ -16,6 +16,7 @@ from typing import Iterator
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from streamtap.chunk import Chunk
@@ -39,6 +40,7 @@ __all__ = ["COUNTS", "ROW_GROUP_BYTES", "WriteFilesFn", "outputs", "write_tempor
 COUNTS = ("files_written", "chunks_written", "bytes_written", "write_retries")
 # Row groups of about this many payload bytes keep readers' memory bounded on big windows.
 ROW_GROUP_BYTES = 128 * 1024 * 1024
+_GLOBAL_WINDOWS = (GlobalWindow(),)
 # Files are written and fsync'ed by this many threads at once. A window of 1,000 live streams is
 # 1,000 small files, and one fsync after the other (each waiting for its own journal commit) made
 # the sink fall behind; concurrent fsyncs share commits. pyarrow and fsync release the GIL.
@@ -47,6 +49,10 @@ _WRITE_THREADS = 8
 
 class WriteFilesFn(beam.DoFn):
     """Base of both writers: the thread pool, the per-bundle file queue, retries and counts."""
+
+    # True for a writer whose input is in the global window (it assigns windows itself): it
+    # outputs the paths there too (see outputs()).
+    _outputs_in_global_window = False
 
     def __init__(self, path: str, compression: str, retry_seconds: float = 300.0, run: str = "",
                  endpoint_url: str | None = None, target_bytes: int = ROW_GROUP_BYTES):
@@ -94,7 +100,7 @@ class WriteFilesFn(beam.DoFn):
             self._activity.wrote(stream_id, size, event_time)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        done = outputs(self._queue.drain())
+        done = outputs(self._queue.drain(), self._outputs_in_global_window)
         self._queue = None
         return iter(done)
 
@@ -106,8 +112,15 @@ class WriteFilesFn(beam.DoFn):
             pool.shutdown(wait=True)
 
 
-def outputs(files: list[QueuedFile]) -> list[WindowedValue]:
-    """What the transform outputs for files renamed into place: each one's path, in its window."""
+def outputs(files: list[QueuedFile], global_window: bool = False) -> list[WindowedValue]:
+    """What the transform outputs for files renamed into place: each one's path, in its window
+    (global_window: in the global window, at the end of its window, for a writer whose input
+    has no windows of its own; a WindowInto after it gives the paths their windows)."""
+    if global_window:
+        return [
+            WindowedValue(file.final, file.window.max_timestamp(), _GLOBAL_WINDOWS)
+            for file in files
+        ]
     return [
         WindowedValue(file.final, file.window.max_timestamp(), (file.window,)) for file in files
     ]
