@@ -9,7 +9,9 @@ Two ways of grouping chunks into files (the sink's `files`):
   (stream, window) and writes a file when a chunk of another window of that stream arrives, when
   a file reaches the sink's target_file_size, and at the end of the bundle for what is left: one
   file per window and stream, more for a stream whose window is handed over in pieces (faster than
-  ~32 MiB per window) or split by a checkpoint. When a bundle ends with many small files (a
+  ~32 MiB per window) or split by a checkpoint. In bounded captures the chunks come without
+  windows (no WindowInto before it: a step fewer per chunk) and the writer gives each its fixed
+  window from its event time itself (own_windows()). When a bundle ends with many small files (a
   window of many streams closing), helper processes write them (writer_processes.py).
   `verify`, `reassemble` and resume read any number of files per window.
 - per window (`files: per_window`, or a capture with other sinks too): a GroupByKey on (stream,
