@@ -40,7 +40,7 @@ def in_process(options: PipelineOptions) -> bool:
     """True if these options run the pipeline on the FnApiRunner with its SDK harness in this
     process (the one whose hub the source SDF attaches readers on)."""
     runner = options.view_as(StandardOptions).runner or ""
-    if runner.rsplit(".", 1)[-1] != "FnApiRunner":
+    if runner.rsplit(".", 1)[-1].lower() != "fnapirunner":
         return False
     environment = options.view_as(PortableOptions).environment_type
     if environment not in (None, "", "EMBEDDED"):
