@@ -45,7 +45,10 @@ _LOGGER = logging.getLogger(__name__)
 # The rate watch's flags (WARNING) and recoveries (INFO): `streamtap run` shows both by default.
 _RATE_LOGGER = logging.getLogger("streamtap.ratewatch")
 
-# A reader stops reading while this many received bytes wait to be committed (backpressure).
+# A reader stops reading while this many received bytes wait to be handed over to the runner
+# (backpressure). Chunks handed over and not yet committed (their bundle is still writing them)
+# do not count: a fast stream reads on while its last bundle finishes its files, instead of the
+# two taking turns (scenario 1 in BENCHMARKS.md); it then holds up to about twice this.
 _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
 # Readers are checked for their deadline and stop requests every TICK_SECONDS, all of a loop at
 # once (streamtap.io.ticking). Cuts on time do not wait for it: each chunk being filled has a
@@ -136,6 +139,8 @@ class StreamReader:
         # Chunks cut but not yet committed, in seq order, and the seq the next cut chunk gets.
         self._retained: collections.deque[Chunk] = collections.deque()
         self._retained_bytes = 0
+        # Of those, the bytes the SDF has handed over (seq < _emitted_seq).
+        self._handed_bytes = 0
         self._next_seq = position.next_seq
         self._cutter = ChunkCutter(
             chunking.max_bytes,
@@ -181,8 +186,11 @@ class StreamReader:
                 return False
             stats = self.stats
             while self._retained and self._retained[0].seq < position.next_seq:
-                size = len(self._retained.popleft().payload)
+                chunk = self._retained.popleft()
+                size = len(chunk.payload)
                 self._retained_bytes -= size
+                if chunk.seq < self._emitted_seq:
+                    self._handed_bytes -= size
                 stats.committed_chunks += 1
                 stats.committed_bytes += size
             return True
@@ -231,8 +239,23 @@ class StreamReader:
         (Returning the clock there, and between a cut and the chunk being retained, made ~1% of
         chunks late for their window: they were only written when the capture ended.)
         """
-        self._emitted_seq = next_seq
+        self._set_emitted(next_seq)
         return self._watermark(next_seq)
+
+    def _set_emitted(self, next_seq: int) -> None:
+        """The SDF has handed over every chunk before `next_seq` (see _BUFFER_LIMIT_BYTES)."""
+        with self._lock:
+            if next_seq >= self._emitted_seq:  # on, as after every poll: add what was handed
+                first = self._retained[0].seq if self._retained else next_seq
+                for index in range(max(self._emitted_seq, first) - first, next_seq - first):
+                    if index >= len(self._retained):
+                        break
+                    self._handed_bytes += len(self._retained[index].payload)
+            else:  # back (a retried bundle): count again
+                self._handed_bytes = sum(
+                    len(chunk.payload) for chunk in self._retained if chunk.seq < next_seq
+                )
+            self._emitted_seq = next_seq
 
     def current_watermark(self) -> float:
         """watermark() at the seq the SDF last asked about (for the hub's min_watermark())."""
@@ -321,7 +344,8 @@ class StreamReader:
         return self._cutter.room()
 
     async def wait_for_room(self) -> None:
-        while self._retained_bytes > _BUFFER_LIMIT_BYTES and not self._finished:
+        while (self._retained_bytes - self._handed_bytes > _BUFFER_LIMIT_BYTES
+               and not self._finished):
             await asyncio.sleep(0.01)
 
     def open_session(self, tags: Mapping[str, str]) -> ConcurrentSession:

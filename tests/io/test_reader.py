@@ -4,6 +4,8 @@ Driven through its ByteSink methods without an event loop; where chunks are cut 
 of streamtap.io.cutting (tests/io/test_cutting.py). Readers on the hub's loop: test_hub.py.
 """
 
+import asyncio
+
 from streamtap.config import ChunkSettings
 from streamtap.io.reader import StreamPosition, StreamReader
 from streamtap.io.sources.synthetic import SyntheticSource
@@ -155,3 +157,35 @@ def test_releasable_hands_over_the_chunks_from_a_seq_up_to_a_window_start():
     reader.sync(StreamPosition(2, 4))
     assert [c.payload for c in reader.releasable(2, None)] == [b"\x02\x02", b"\x03\x03"]
     assert reader.releasable(1, None) == []  # committed already
+
+
+def _has_room(reader) -> bool:
+    """Whether reader.wait_for_room() returns (within 0.1 s)."""
+    async def wait() -> bool:
+        try:
+            await asyncio.wait_for(reader.wait_for_room(), 0.1)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    return asyncio.run(wait())
+
+
+def test_chunks_handed_over_do_not_hold_the_reader_back(monkeypatch):
+    from streamtap.io import reader as reader_module
+
+    monkeypatch.setattr(reader_module, "_BUFFER_LIMIT_BYTES", 10)
+    reader = _reader(max_bytes=4)
+    for index in range(4):  # 16 bytes cut, none handed over: over the limit
+        reader._retain(b"abcd", 4 * index, 100.0 + index, {})
+    assert not _has_room(reader)
+    reader.watermark(3)  # the SDF handed seqs 0-2 over: 4 bytes wait
+    assert _has_room(reader)
+    reader.watermark(1)  # a retried bundle starts again at seq 1: 12 bytes wait
+    assert not _has_room(reader)
+    reader.watermark(4)
+    reader.sync(StreamPosition(2, 8))  # seqs 0 and 1 committed; 2 and 3 handed over
+    assert reader.retained_bytes() == 8 and _has_room(reader)
+    for index in range(4, 7):  # 12 more bytes cut, not handed over
+        reader._retain(b"abcd", 4 * index, 100.0 + index, {})
+    assert not _has_room(reader)
