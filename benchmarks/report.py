@@ -469,7 +469,7 @@ def _details(results: dict) -> str:
                              + _profile_block(profile, 14))
                 main = res.get("profile_main_thread") or {}
                 if main.get("samples"):
-                    parts.append("\nThe bundles' thread (MainThread) alone:\n\n" + _profile_block(main, 10))
+                    parts.append("\nThe bundles' thread (streamtap-wait, where run_capture runs the FnApiRunner) alone:\n\n" + _profile_block(main, 10))
             else:
                 main = res.get("profile_main_thread") or {}
                 profile = main if main.get("samples") else profile
