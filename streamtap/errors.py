@@ -1,10 +1,13 @@
-"""Every error type of streamtap, in one leaf module (it imports nothing of ours).
+"""Every error type of streamtap, in one leaf module (it imports nothing of ours), and how a
+session's error is said in a few words (describe_error).
 
 Each says what went wrong and what to do; the CLI prints the message and never a traceback for a
 user's own mistake.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 __all__ = [
     "ConfigError",
@@ -15,6 +18,7 @@ __all__ = [
     "ServiceError",
     "EnvelopeError",
     "SinkError",
+    "describe_error",
 ]
 
 
@@ -66,3 +70,17 @@ class SinkError(RuntimeError):
     """A sink could not write, for good or after its retries: the message says what, where, and
     what to do. It fails the bundle; `streamtap run` prints its message as one line, without the
     tracebacks the runner logs for it."""
+
+
+def describe_error(error: BaseException) -> str:
+    """A session's error in a few words, for status lines and logs ("timed out", ...)."""
+    if isinstance(error, SourceError):
+        return str(error)
+    if isinstance(error, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused: is the server running?"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+

@@ -24,9 +24,13 @@ expected rate (or, without one, of the stream's own rate before it stalled) it i
 from __future__ import annotations
 
 import collections
+import logging
 from dataclasses import dataclass
 
-__all__ = ["LOW", "OK", "STALLED", "RateChange", "RateWatch", "Shortfall"]
+__all__ = ["LOW", "OK", "STALLED", "RateChange", "RateWatch", "Shortfall", "log_rate_change"]
+
+# The rate watch's flags (WARNING) and recoveries (INFO): `streamtap run` shows both by default.
+_RATE_LOGGER = logging.getLogger("streamtap.ratewatch")
 
 OK, LOW, STALLED = "ok", "low", "stalled"
 
@@ -196,3 +200,20 @@ def format_bytes(count: float, suffix: str = "") -> str:
             return f"{count:.1f} {unit}{suffix}"
         count /= 1000
     return f"{count:.1f} GB{suffix}"
+
+
+def log_rate_change(stream_id: str, change: RateChange) -> None:
+    """Logs a change of a stream's rate state: a flag at WARNING, a recovery at INFO (the one
+    side effect of this module; the reader calls it)."""
+    shortfall = change.shortfall
+    expected = (
+        f"expected_rate {shortfall.expected_rate:g} B/s" if shortfall.expected_rate else
+        "no expected_rate"
+    )
+    if change.after == OK:
+        _RATE_LOGGER.info(
+            "%s: rate watch: recovered; it was %s", stream_id, shortfall.describe()
+        )
+    else:
+        _RATE_LOGGER.warning("%s: rate watch: %s (%s)", stream_id, shortfall.describe(), expected)
+

@@ -30,20 +30,18 @@ from typing import NamedTuple
 
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, SourceConfig
-from streamtap.errors import PermanentSourceError, SourceError
+from streamtap.errors import PermanentSourceError, SourceError, describe_error
 from streamtap.io import alarms
 from streamtap.io.connector import Connector
 from streamtap.io.cutting import ChunkCutter, event_micros
 from streamtap.io.framing import aligner_choice
-from streamtap.io.ratewatch import OK, RateChange, RateWatch, Shortfall
+from streamtap.io.ratewatch import OK, RateWatch, Shortfall, log_rate_change
 from streamtap.io.sessions import ConcurrentSession, concurrent_watermark
 from streamtap.io.ticking import TICK_SECONDS, ticker
 
 __all__ = ["StreamPosition", "StreamReader", "StreamStats"]
 
 _LOGGER = logging.getLogger(__name__)
-# The rate watch's flags (WARNING) and recoveries (INFO): `streamtap run` shows both by default.
-_RATE_LOGGER = logging.getLogger("streamtap.ratewatch")
 
 # A reader stops reading while this many received bytes wait to be handed over to the runner
 # (backpressure). Chunks handed over and not yet committed (their bundle is still writing them)
@@ -413,7 +411,7 @@ class StreamReader:
         if change is not None:
             self.stats.rate_state = change.after
             self.stats.rate_flags = self.rate_watch.flags
-            _log_rate_change(self.stream_id, change)
+            log_rate_change(self.stream_id, change)
 
     async def _run(self) -> None:
         checks = ticker(asyncio.get_running_loop())
@@ -434,7 +432,7 @@ class StreamReader:
                         break
                     raise
                 except (SourceError, OSError, asyncio.TimeoutError, EOFError) as error:
-                    ended_by = _describe_error(error)
+                    ended_by = describe_error(error)
                     self._report_error(ended_by, permanent=isinstance(error, PermanentSourceError))
                 except Exception as error:  # a connector's bug, likely on one input: retried too
                     _LOGGER.exception("%s: the session failed on an unexpected error", self.stream_id)
@@ -507,29 +505,3 @@ class StreamReader:
         log = _LOGGER.error if permanent or self.stats.errors == 1 else _LOGGER.warning
         log("%s: %s (%s); %s", self.stream_id, message, self._connector.describe(),
             "will retry" if retry else "the stream has stopped")
-
-
-def _log_rate_change(stream_id: str, change: RateChange) -> None:
-    shortfall = change.shortfall
-    expected = (
-        f"expected_rate {shortfall.expected_rate:g} B/s" if shortfall.expected_rate else
-        "no expected_rate"
-    )
-    if change.after == OK:
-        _RATE_LOGGER.info(
-            "%s: rate watch: recovered; it was %s", stream_id, shortfall.describe()
-        )
-    else:
-        _RATE_LOGGER.warning("%s: rate watch: %s (%s)", stream_id, shortfall.describe(), expected)
-
-
-def _describe_error(error: BaseException) -> str:
-    if isinstance(error, SourceError):
-        return str(error)
-    if isinstance(error, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused: is the server running?"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
