@@ -28,8 +28,8 @@ from prometheus_client.exposition import start_http_server
 
 from streamtap.io.hub import hub
 from streamtap.io.ratewatch import LOW, OK, STALLED
-from streamtap.io.reader import StreamStats
 from streamtap.io.sinks.activity import ERRORS, LAG_BUCKETS, RETRIES, all_sink_activity
+from streamtap.io.stream_state import StreamStats
 
 __all__ = ["CaptureCollector", "MetricsServer", "serve_metrics"]
 

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 
 from streamtap.io.hub import hub
 from streamtap.io.ratewatch import LOW, OK, STALLED, format_bytes, format_rate
-from streamtap.io.reader import StreamStats
 from streamtap.io.sinks.activity import all_sink_activity
+from streamtap.io.stream_state import StreamStats
 
 __all__ = ["STATUS_FORMATS", "STATUS_LOGGER", "StatusPrinter", "stream_status", "summary_lines"]
 

@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamtap.config import ChunkSettings
 from streamtap.io.hub import hub
-from streamtap.io.reader import StreamPosition
 from streamtap.io.sinks.activity import sink_activity
 from streamtap.io.sources.files import FileSource
+from streamtap.io.stream_state import StreamPosition
 from streamtap.metrics import serve_metrics
 from streamtap.status import status_text, stream_status
 from tests.fixtures.prometheus import prometheus  # noqa: F401 - the fixture

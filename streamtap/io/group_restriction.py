@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 
-from streamtap.io.reader import StreamPosition
+from streamtap.io.stream_state import StreamPosition
 
 __all__ = ["END_OF_STREAM", "GroupPosition", "GroupPositionCoder", "GroupTracker"]
 

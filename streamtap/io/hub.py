@@ -20,7 +20,8 @@ import threading
 import time
 
 from streamtap.config import ChunkSettings, SourceConfig
-from streamtap.io.reader import StreamPosition, StreamReader, StreamStats
+from streamtap.io.reader import StreamReader
+from streamtap.io.stream_state import StreamPosition, StreamStats
 
 __all__ = ["clear_stop", "ended_streams", "hub", "mark_ended", "request_stop", "stop_requested"]
 

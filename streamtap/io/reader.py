@@ -25,8 +25,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from streamtap.chunk import Chunk, make_chunk
 from streamtap.config import ChunkSettings, SourceConfig
@@ -35,11 +33,12 @@ from streamtap.io import alarms
 from streamtap.io.connector import Connector
 from streamtap.io.cutting import ChunkCutter, event_micros
 from streamtap.io.framing import aligner_choice
-from streamtap.io.ratewatch import OK, RateWatch, Shortfall, log_rate_change
+from streamtap.io.ratewatch import OK, RateWatch, log_rate_change
 from streamtap.io.sessions import ConcurrentSession, concurrent_watermark
+from streamtap.io.stream_state import StreamPosition, StreamStats
 from streamtap.io.ticking import TICK_SECONDS, ticker
 
-__all__ = ["StreamPosition", "StreamReader", "StreamStats"]
+__all__ = ["StreamReader"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,52 +50,6 @@ _BUFFER_LIMIT_BYTES = 64 * 1024 * 1024
 # Readers are checked for their deadline and stop requests every TICK_SECONDS, all of a loop at
 # once (streamtap.io.ticking). Cuts on time do not wait for it: each chunk being filled has a
 # timer for when it is due (see write(); streamtap.io.alarms).
-_TICK_SECONDS = TICK_SECONDS
-
-
-class StreamPosition(NamedTuple):
-    """How far the capture of one stream has got: the SDF restriction.
-
-    A NamedTuple, not a dataclass: a group's restriction holds one per stream and is rebuilt,
-    encoded and decoded at every poll (1,000 of them at 1,000 streams), and tuples are the
-    cheapest to make and to pickle.
-
-    Attributes:
-      next_seq: sequence number of the next chunk to emit.
-      next_offset: byte offset of the next byte to emit.
-      deadline: wall-clock time (epoch seconds) at which the capture of this stream ends, or None.
-      stop_seq: set on a checkpointed primary: it owns seqs [next_seq, stop_seq).
-      end_offset: byte offset at which the capture of this stream ends (its byte limit), or None.
-    """
-
-    next_seq: int = 0
-    next_offset: int = 0
-    deadline: float | None = None
-    stop_seq: int | None = None
-    end_offset: int | None = None
-
-
-@dataclass
-class StreamStats:
-    """Counters of one stream in this worker process, for status lines and metrics."""
-
-    bytes: int = 0
-    chunks: int = 0
-    sessions: int = 0
-    reconnects: int = 0
-    discontinuities: int = 0
-    errors: int = 0
-    last_error: str = ""
-    state: str = "starting"
-    # Chunks and bytes the runner committed (handed on to the sinks).
-    committed_chunks: int = 0
-    committed_bytes: int = 0
-    # The rate watch (streamtap.io.ratewatch): OK, LOW or STALLED, the shortfall while flagged,
-    # how often the stream was flagged, and its declared rate (bytes/s) if any.
-    rate_state: str = OK
-    shortfall: Shortfall | None = None
-    rate_flags: int = 0
-    expected_rate: float | None = None
 
 
 class StreamReader:
@@ -245,10 +198,10 @@ class StreamReader:
         with self._lock:
             if next_seq >= self._emitted_seq:  # on, as after every poll: add what was handed
                 first = self._retained[0].seq if self._retained else next_seq
-                for index in range(max(self._emitted_seq, first) - first, next_seq - first):
-                    if index >= len(self._retained):
-                        break
-                    self._handed_bytes += len(self._retained[index].payload)
+                handed = itertools.islice(
+                    self._retained, max(self._emitted_seq - first, 0), max(next_seq - first, 0)
+                )
+                self._handed_bytes += sum(len(chunk.payload) for chunk in handed)
             else:  # back (a retried bundle): count again
                 self._handed_bytes = sum(
                     len(chunk.payload) for chunk in self._retained if chunk.seq < next_seq
@@ -483,7 +436,7 @@ class StreamReader:
     async def _sleep_unless_finished(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self._finished and time.monotonic() < end:
-            await asyncio.sleep(min(_TICK_SECONDS, end - time.monotonic()))
+            await asyncio.sleep(min(TICK_SECONDS, end - time.monotonic()))
 
     def _finish(self) -> None:
         if self._finished:

@@ -40,7 +40,8 @@ from streamtap.io.group_restriction import (
 from streamtap.io.hub import hub, mark_ended, stop_requested
 from streamtap.io.polling import PollSchedule
 from streamtap.io.ratewatch import LOW, OK, STALLED
-from streamtap.io.reader import StreamPosition, StreamReader
+from streamtap.io.reader import StreamReader
+from streamtap.io.stream_state import StreamPosition
 
 __all__ = ["ReadStreams", "group_streams", "per_stream_metrics"]
 

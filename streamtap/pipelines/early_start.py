@@ -31,7 +31,8 @@ from apache_beam.options.pipeline_options import (
 
 from streamtap.config import PipelineConfig, SourceConfig
 from streamtap.io.hub import hub
-from streamtap.io.reader import StreamPosition, StreamReader
+from streamtap.io.reader import StreamReader
+from streamtap.io.stream_state import StreamPosition
 
 __all__ = ["in_process", "initial_position", "start_readers", "stop_unclaimed"]
 

@@ -31,7 +31,7 @@ from apache_beam.runners.runner import PipelineState
 from streamtap.config import PipelineConfig
 from streamtap.errors import RunError
 from streamtap.io.hub import clear_stop, hub, request_stop
-from streamtap.io.reader import StreamStats
+from streamtap.io.stream_state import StreamStats
 from streamtap.pipelines.capture import build_capture, resume_positions
 from streamtap.pipelines.early_start import in_process, start_readers, stop_unclaimed
 from streamtap.pipelines.failures import SinkErrorReporting, failure_line

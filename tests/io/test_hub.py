@@ -5,8 +5,8 @@ import time
 
 from streamtap.config import ChunkSettings
 from streamtap.io.hub import clear_stop, hub, request_stop, stop_requested
-from streamtap.io.reader import StreamPosition
 from streamtap.io.sources.files import FileSource
+from streamtap.io.stream_state import StreamPosition
 
 
 def _all(reader, seq=0):

@@ -7,9 +7,10 @@ of streamtap.io.cutting (tests/io/test_cutting.py). Readers on the hub's loop: t
 import asyncio
 
 from streamtap.config import ChunkSettings
-from streamtap.io.reader import StreamPosition, StreamReader
+from streamtap.io.reader import StreamReader
 from streamtap.io.sources.synthetic import SyntheticSource
 from streamtap.io.sources.tcp import TcpSource
+from streamtap.io.stream_state import StreamPosition
 
 
 def _reader(max_bytes=10, max_seconds=60.0, position=None, **source):

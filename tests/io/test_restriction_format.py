@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamtap.io.group_restriction import GroupPosition, GroupPositionCoder
-from streamtap.io.reader import StreamPosition
+from streamtap.io.stream_state import StreamPosition
 
 # Written by the unversioned coder of 0.1.0 (commit 2953714) for the group below.
 UNVERSIONED_0_1_0 = bytes.fromhex(

@@ -3,8 +3,9 @@ event loop: chunks never mix sessions, share the stream's seq and offsets, carry
 tags and id; the watermark covers every session; the byte limit holds across sessions."""
 
 from streamtap.config import ChunkSettings
-from streamtap.io.reader import StreamPosition, StreamReader
+from streamtap.io.reader import StreamReader
 from streamtap.io.sources.tcp import TcpListenSource
+from streamtap.io.stream_state import StreamPosition
 from tests.io.test_reader import _all
 
 

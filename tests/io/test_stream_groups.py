@@ -8,7 +8,7 @@ from apache_beam.runners.worker.bundle_processor import DataInputOperation
 
 from streamtap.errors import ConfigError
 from streamtap.io.group_restriction import END_OF_STREAM, GroupPosition, GroupTracker
-from streamtap.io.reader import StreamPosition
+from streamtap.io.stream_state import StreamPosition
 from streamtap.io.streams import group_streams
 from streamtap.plugins import parse_config
 from tests.helpers import TcpFeeder, assert_verified, capture_in_process, stream_bytes

@@ -265,7 +265,7 @@ def test_a_hostile_header_fails_the_session_and_the_stream_goes_on_with_the_next
     its own bug: the stream stopped for good while the log said it would retry."""
     from streamtap.config import ChunkSettings, ReconnectSettings
     from streamtap.io.hub import hub
-    from streamtap.io.reader import StreamPosition
+    from streamtap.io.stream_state import StreamPosition
     from tests.io.sources.http_servers import ServerThread
 
     data = payload(3000, seed=5)
