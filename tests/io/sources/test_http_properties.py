@@ -161,19 +161,27 @@ def test_chunked_bodies_give_the_exact_bytes(pieces, extension, trailers, upperc
     assert received == b"".join(pieces)
 
 
-@SETTINGS
-@given(
+# A chunked body damaged at `position`: cut there, or one byte replaced by `replacement`.
+_DAMAGE = dict(
     pieces=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=5),
     position=st.integers(0, 10_000),
     replacement=st.binary(max_size=3),
     cut=st.booleans(),
 )
+
+
+def _damaged_chunked(pieces, position, replacement, cut) -> bytes:
+    framed = chunked(pieces)
+    position %= len(framed)
+    return framed[:position] if cut else framed[:position] + replacement + framed[position + 1:]
+
+
+@SETTINGS
+@given(**_DAMAGE)
 def test_damaged_chunked_framing_is_a_source_error_or_bytes_never_another_error(
     pieces, position, replacement, cut
 ):
-    framed = chunked(pieces)
-    position %= len(framed)
-    damaged = framed[:position] if cut else framed[:position] + replacement + framed[position + 1:]
+    damaged = _damaged_chunked(pieces, position, replacement, cut)
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     _, error = _outcome(head + damaged, _head_and_body)
 
@@ -245,18 +253,10 @@ def test_the_chunked_decoder_gives_the_exact_body_across_any_reads(pieces, exten
 
 
 @SETTINGS
-@given(
-    pieces=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=5),
-    position=st.integers(0, 10_000),
-    replacement=st.binary(max_size=3),
-    cut=st.booleans(),
-    reads=_reads,
-)
+@given(**_DAMAGE, reads=_reads)
 def test_the_chunked_decoder_fails_damaged_framing_alike_across_any_reads(pieces, position,
                                                                           replacement, cut, reads):
-    framed = chunked(pieces)
-    position %= len(framed)
-    damaged = framed[:position] if cut else framed[:position] + replacement + framed[position + 1:]
+    damaged = _damaged_chunked(pieces, position, replacement, cut)
     whole, at_once = _decode_in_reads(_CHUNKED_HEAD, damaged, [len(damaged) or 1])
     body, decoder = _decode_in_reads(_CHUNKED_HEAD, damaged, reads)
 
